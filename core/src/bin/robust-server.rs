@@ -1,0 +1,96 @@
+//! `robust-server`: runs the mqtt, journal and placement roles of one node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use robustmq_core::config::{Role, ServerConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Command-line flags; each overrides the same key of the config file.
+#[derive(Debug, Parser)]
+#[command(name = "robust-server", version, about = "RobustMQ server")]
+struct Cli {
+    /// The TOML configuration file; without one, the embedded defaults.
+    #[arg(long, env = "ROBUSTMQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (`node_id`).
+    #[arg(long, env = "ROBUSTMQ_NODE_ID")]
+    node_id: Option<u64>,
+    /// The MQTT TCP listener (`mqtt.addr`).
+    #[arg(long, env = "ROBUSTMQ_MQTT_ADDR")]
+    mqtt_addr: Option<std::net::SocketAddr>,
+    /// Where data is kept (`data_dir`).
+    #[arg(long, env = "ROBUSTMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Cores that run the broker (`mqtt.cores`); 0 is all.
+    #[arg(long, env = "ROBUSTMQ_CORES")]
+    cores: Option<usize>,
+}
+
+fn load(cli: &Cli) -> Result<ServerConfig, String> {
+    let mut config = match &cli.config {
+        Some(path) => ServerConfig::load(path).map_err(|e| e.to_string())?,
+        None => ServerConfig::default(),
+    };
+    if let Some(v) = cli.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = cli.mqtt_addr {
+        config.mqtt.addr = v;
+    }
+    if let Some(v) = &cli.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = cli.cores {
+        config.mqtt.cores = v;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(node_id = config.node_id, roles = ?config.roles, "starting robust-server");
+    let mut journal = None;
+    let mut placement = None;
+    for role in &config.roles {
+        let started = match role {
+            Role::Placement => {
+                robustmq_placement::role::start(config.node_id, &config.data_dir, &config.placement)
+                    .map(|r| placement = Some(r))
+            }
+            Role::Journal => {
+                robustmq_journal::role::start(config.node_id, &config.data_dir, &config.journal)
+                    .map(|r| journal = Some(r))
+            }
+            Role::Mqtt => Err("the mqtt role is not built yet".to_string()),
+        };
+        if let Err(e) = started {
+            tracing::error!(?role, "cannot start role: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(r) = journal {
+        r.stop();
+    }
+    if let Some(r) = placement {
+        r.stop();
+    }
+    ExitCode::SUCCESS
+}

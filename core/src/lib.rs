@@ -1,0 +1,6 @@
+//! RobustMQ core: the MQTT broker and the server that hosts every role.
+//!
+//! The broker itself is being built (see the broker issue); today this crate
+//! holds the server configuration and the role launcher.
+
+pub mod config;

@@ -1,0 +1,1 @@
+//! robust-bench, the load generator. Not built yet (see the load-test issue).

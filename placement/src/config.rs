@@ -1,0 +1,8 @@
+//! The `[placement]` section of the server configuration.
+
+use serde::Deserialize;
+
+/// Settings of the placement role. Every key has a default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementConfig {}
