@@ -1,1 +1,5 @@
-//! robust-bench, the load generator. Not built yet (see the load-test issue).
+//! robust-bench, the load generator for MQTT brokers, the journal and the
+//! placement center. Each subcommand lives in its own module.
+
+pub mod journal;
+pub mod placement;

@@ -51,6 +51,16 @@ fn load(cli: &Cli) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// Blocks until SIGTERM or SIGINT arrives.
+fn wait_for_shutdown_signal() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "signal received");
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -86,6 +96,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Err(e) = wait_for_shutdown_signal() {
+        tracing::error!("cannot wait for signals: {e}");
+    }
+    tracing::info!("shutting down");
     if let Some(r) = journal {
         r.stop();
     }
