@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "journal")]
 use robustmq_journal::config::JournalConfig;
+#[cfg(feature = "placement")]
 use robustmq_placement::config::PlacementConfig;
 use serde::Deserialize;
 
@@ -36,8 +38,10 @@ pub struct ServerConfig {
     /// The `[mqtt]` section.
     pub mqtt: MqttConfig,
     /// The `[journal]` section.
+    #[cfg(feature = "journal")]
     pub journal: JournalConfig,
     /// The `[placement]` section.
+    #[cfg(feature = "placement")]
     pub placement: PlacementConfig,
 }
 
@@ -48,7 +52,9 @@ impl Default for ServerConfig {
             roles: vec![Role::Mqtt, Role::Journal, Role::Placement],
             data_dir: PathBuf::from("./data"),
             mqtt: MqttConfig::default(),
+            #[cfg(feature = "journal")]
             journal: JournalConfig::default(),
+            #[cfg(feature = "placement")]
             placement: PlacementConfig::default(),
         }
     }

@@ -4,3 +4,5 @@
 //! holds the server configuration and the role launcher.
 
 pub mod config;
+pub mod message;
+pub mod session;

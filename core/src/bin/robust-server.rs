@@ -51,6 +51,48 @@ fn load(cli: &Cli) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// Stops a started role, waiting for it to finish.
+type Stopper = Box<dyn FnOnce()>;
+
+/// Stops roles in the reverse order of their start.
+fn stop_all(running: Vec<Stopper>) {
+    for stop in running.into_iter().rev() {
+        stop();
+    }
+}
+
+fn start_role(role: Role, config: &ServerConfig) -> Result<Stopper, String> {
+    match role {
+        Role::Placement => start_placement(config),
+        Role::Journal => start_journal(config),
+        Role::Mqtt => Err("the mqtt role is not built yet".to_string()),
+    }
+}
+
+#[cfg(feature = "placement")]
+fn start_placement(config: &ServerConfig) -> Result<Stopper, String> {
+    let r = robustmq_placement::role::start(config.node_id, &config.data_dir, &config.placement)
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(move || r.stop()))
+}
+
+#[cfg(not(feature = "placement"))]
+fn start_placement(_: &ServerConfig) -> Result<Stopper, String> {
+    Err("this binary was built without the placement role".to_string())
+}
+
+#[cfg(feature = "journal")]
+fn start_journal(config: &ServerConfig) -> Result<Stopper, String> {
+    let r = robustmq_journal::role::start(config.node_id, &config.data_dir, &config.journal)
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(move || r.stop()))
+}
+
+#[cfg(not(feature = "journal"))]
+fn start_journal(_: &ServerConfig) -> Result<Stopper, String> {
+    Err("this binary was built without the journal role".to_string())
+}
+
 /// Blocks until SIGTERM or SIGINT arrives.
 fn wait_for_shutdown_signal() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -77,34 +119,25 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(node_id = config.node_id, roles = ?config.roles, "starting robust-server");
-    let mut journal = None;
-    let mut placement = None;
-    for role in &config.roles {
-        let started = match role {
-            Role::Placement => {
-                robustmq_placement::role::start(config.node_id, &config.data_dir, &config.placement)
-                    .map(|r| placement = Some(r))
+    let mut running: Vec<Stopper> = Vec::new();
+    // Placement first, then journal, then mqtt: each may use the ones before.
+    for role in [Role::Placement, Role::Journal, Role::Mqtt] {
+        if !config.roles.contains(&role) {
+            continue;
+        }
+        match start_role(role, &config) {
+            Ok(stop) => running.push(stop),
+            Err(e) => {
+                tracing::error!(?role, "cannot start role: {e}");
+                stop_all(running);
+                return ExitCode::FAILURE;
             }
-            Role::Journal => {
-                robustmq_journal::role::start(config.node_id, &config.data_dir, &config.journal)
-                    .map(|r| journal = Some(r))
-            }
-            Role::Mqtt => Err("the mqtt role is not built yet".to_string()),
-        };
-        if let Err(e) = started {
-            tracing::error!(?role, "cannot start role: {e}");
-            return ExitCode::FAILURE;
         }
     }
     if let Err(e) = wait_for_shutdown_signal() {
         tracing::error!("cannot wait for signals: {e}");
     }
     tracing::info!("shutting down");
-    if let Some(r) = journal {
-        r.stop();
-    }
-    if let Some(r) = placement {
-        r.stop();
-    }
+    stop_all(running);
     ExitCode::SUCCESS
 }

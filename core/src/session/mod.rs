@@ -1,0 +1,518 @@
+//! The per-client session state machine, with no I/O and no clock.
+//!
+//! A [`Session`] is what a client id owns on the broker: its subscriptions,
+//! its outbound inflight window and queue, and its inbound QoS 2 state. It
+//! outlives connections when the session expiry interval says so. While a
+//! connection is attached, a [`Link`] holds what belongs to that connection
+//! only: keep-alive, topic aliases both ways, the client's receive maximum
+//! and maximum packet size.
+//!
+//! The broker feeds it packets, deliveries and the current time; it answers
+//! with packets to send ([`Session::take_packets`]) and with decisions
+//! (`Result`s carrying the reason code to disconnect with). Everything here
+//! is deterministic and tested without sockets.
+
+mod link;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use bytestring::ByteString;
+use robustmq_protocol::mqtt::{
+    Packet, Properties, ProtocolVersion, PubReply, Publish, QoS, ReasonCode, SubscriptionOptions,
+};
+
+pub use link::{Link, LinkParams};
+
+use crate::message::SharedMessage;
+
+/// What to do when a session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Drop the oldest queued message to make room.
+    #[default]
+    DropOldest,
+    /// Drop the new message.
+    DropNewest,
+}
+
+/// Limits of one session, from the broker configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The most QoS 1/2 messages sent and not yet acknowledged.
+    pub max_inflight: u16,
+    /// The most messages waiting behind the inflight window.
+    pub max_queued: usize,
+    /// What a full queue drops.
+    pub drop_policy: DropPolicy,
+    /// The receive maximum the broker announces: the most QoS 2 messages a
+    /// client may have unreleased.
+    pub receive_maximum: u16,
+    /// The topic alias maximum the broker announces.
+    pub topic_alias_maximum: u16,
+    /// Whether QoS 0 messages are queued while the client is offline.
+    pub queue_qos0_offline: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_inflight: 32,
+            max_queued: 1000,
+            drop_policy: DropPolicy::DropOldest,
+            receive_maximum: 32,
+            topic_alias_maximum: 64,
+            queue_qos0_offline: false,
+        }
+    }
+}
+
+/// A message on its way to this session's client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message.
+    pub message: SharedMessage,
+    /// The QoS it is delivered with: the lower of published and granted.
+    pub qos: QoS,
+    /// The retain flag as delivered.
+    pub retain: bool,
+    /// The identifiers of the subscriptions it matched (5.0).
+    pub subscription_ids: Vec<u32>,
+}
+
+/// A subscription of this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Its options.
+    pub options: SubscriptionOptions,
+    /// Its subscription identifier (5.0).
+    pub id: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+/// Where an outbound QoS 1/2 exchange stands.
+enum Outbound {
+    /// QoS 1 sent, waiting for PUBACK.
+    Qos1Sent(Delivery),
+    /// QoS 2 sent, waiting for PUBREC.
+    Qos2Sent(Delivery),
+    /// PUBREL sent, waiting for PUBCOMP.
+    Qos2Released,
+}
+
+/// How an inbound PUBLISH is to be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundPublish {
+    /// A new message: route it, then acknowledge.
+    New,
+    /// A QoS 2 re-send of a message already received: acknowledge again,
+    /// do not route it twice.
+    Duplicate,
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    /// Messages dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because they expired before delivery.
+    pub dropped_expired: u64,
+    /// Messages dropped because they exceed the client's maximum packet size.
+    pub dropped_too_large: u64,
+    /// QoS 0 messages dropped because the client was offline.
+    pub dropped_offline_qos0: u64,
+}
+
+/// One client id's session.
+#[derive(Debug)]
+pub struct Session {
+    client_id: ByteString,
+    /// Seconds the session outlives its connection; `u32::MAX` is forever.
+    pub expiry_interval: u32,
+    config: SessionConfig,
+    subscriptions: HashMap<ByteString, Subscription>,
+    next_packet_id: u16,
+    inflight: VecDeque<(u16, Outbound)>,
+    queue: VecDeque<Delivery>,
+    inbound_qos2: HashSet<u16>,
+    link: Option<Link>,
+    out: Vec<Packet>,
+    counters: SessionCounters,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(client_id: ByteString, config: SessionConfig) -> Self {
+        assert!(config.max_inflight > 0, "max_inflight must be positive");
+        assert!(
+            config.receive_maximum > 0,
+            "receive_maximum must be positive"
+        );
+        Session {
+            client_id,
+            expiry_interval: 0,
+            config,
+            subscriptions: HashMap::new(),
+            next_packet_id: 1,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            inbound_qos2: HashSet::new(),
+            link: None,
+            out: Vec::new(),
+            counters: SessionCounters::default(),
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &ByteString {
+        &self.client_id
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The attached connection's state.
+    pub fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
+    /// The protocol version of the attached connection.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.link.as_ref().map(|l| l.version)
+    }
+
+    /// The session's counters.
+    pub fn counters(&self) -> SessionCounters {
+        self.counters
+    }
+
+    /// Messages sent and not yet fully acknowledged.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Messages waiting behind the inflight window.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The subscriptions, by filter.
+    pub fn subscriptions(&self) -> &HashMap<ByteString, Subscription> {
+        &self.subscriptions
+    }
+
+    /// Adds or replaces a subscription; returns whether it existed.
+    pub fn subscribe(&mut self, filter: ByteString, subscription: Subscription) -> bool {
+        self.subscriptions.insert(filter, subscription).is_some()
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&mut self, filter: &str) -> bool {
+        self.subscriptions.remove(filter).is_some()
+    }
+
+    /// Packets to send, in order. The caller encodes and writes them.
+    pub fn take_packets(&mut self) -> Vec<Packet> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether packets are waiting to be taken.
+    pub fn has_packets(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Queues a packet to send (CONNACK, SUBACK, ... built by the broker).
+    pub fn send(&mut self, packet: Packet) {
+        if self.link.is_some() {
+            self.out.push(packet);
+        }
+    }
+
+    /// Attaches a connection. Unacknowledged messages are sent again (DUP
+    /// set, PUBREL for those past PUBREC), then the queue fills the window.
+    pub fn attach(&mut self, params: LinkParams, now: Instant) {
+        self.link = Some(Link::new(params, now));
+        self.out.clear();
+        let inflight = std::mem::take(&mut self.inflight);
+        for (packet_id, state) in inflight {
+            match &state {
+                Outbound::Qos1Sent(d) | Outbound::Qos2Sent(d) => {
+                    if let Some(p) = self.build_publish(d, packet_id, true, now) {
+                        self.out.push(Packet::Publish(p));
+                    } else {
+                        continue;
+                    }
+                }
+                Outbound::Qos2Released => {
+                    self.out.push(Packet::PubRel(PubReply::new(packet_id)));
+                }
+            }
+            self.inflight.push_back((packet_id, state));
+        }
+        self.pump(now);
+    }
+
+    /// Detaches the connection; the session keeps its state.
+    pub fn detach(&mut self) {
+        self.link = None;
+        self.out.clear();
+    }
+
+    /// Records activity from the client (any packet) for keep-alive.
+    pub fn touch(&mut self, now: Instant) {
+        if let Some(link) = &mut self.link {
+            link.last_activity = now;
+        }
+    }
+
+    /// Whether the client has been silent for more than 1.5 times its keep
+    /// alive at `now`.
+    pub fn keep_alive_expired(&self, now: Instant) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.keep_alive_expired(now))
+    }
+
+    /// Checks an inbound PUBLISH: resolves its topic alias, and for QoS 2
+    /// tells a new message from a re-send. An error is the reason to
+    /// disconnect with.
+    pub fn on_publish(
+        &mut self,
+        publish: &mut Publish,
+        now: Instant,
+    ) -> Result<InboundPublish, ReasonCode> {
+        self.touch(now);
+        let max_alias = self.config.topic_alias_maximum;
+        let link = self.link.as_mut().ok_or(ReasonCode::PROTOCOL_ERROR)?;
+        link.resolve_inbound_alias(publish, max_alias)?;
+        if publish.qos != QoS::ExactlyOnce {
+            return Ok(InboundPublish::New);
+        }
+        if self.inbound_qos2.contains(&publish.packet_id) {
+            return Ok(InboundPublish::Duplicate);
+        }
+        if self.inbound_qos2.len() >= usize::from(self.config.receive_maximum) {
+            return Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+        }
+        self.inbound_qos2.insert(publish.packet_id);
+        Ok(InboundPublish::New)
+    }
+
+    /// Acknowledges an inbound PUBLISH with `reason` (PUBACK for QoS 1,
+    /// PUBREC for QoS 2). A refused QoS 2 message ends its exchange.
+    pub fn ack_publish(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode) {
+        let reply = PubReply {
+            packet_id,
+            reason_code: reason,
+            properties: Properties::default(),
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(reply)),
+            QoS::ExactlyOnce => {
+                if reason.is_error() {
+                    self.inbound_qos2.remove(&packet_id);
+                }
+                self.send(Packet::PubRec(reply));
+            }
+        }
+    }
+
+    /// An inbound PUBREL: the QoS 2 message is released.
+    pub fn on_pubrel(&mut self, packet_id: u16, now: Instant) {
+        self.touch(now);
+        let reason = if self.inbound_qos2.remove(&packet_id) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(Packet::PubComp(PubReply {
+            packet_id,
+            reason_code: reason,
+            properties: Properties::default(),
+        }));
+    }
+
+    fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        // Acknowledgements mostly arrive in order: the front matches first.
+        self.inflight.iter().position(|(id, _)| *id == packet_id)
+    }
+
+    /// An inbound PUBACK. An unknown packet id is a protocol error.
+    pub fn on_puback(&mut self, packet_id: u16, now: Instant) -> Result<(), ReasonCode> {
+        self.touch(now);
+        match self.inflight_position(packet_id) {
+            Some(i) if matches!(self.inflight[i].1, Outbound::Qos1Sent(_)) => {
+                self.inflight.remove(i);
+                self.pump(now);
+                Ok(())
+            }
+            _ => Err(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    /// An inbound PUBREC: answer PUBREL, or end the exchange on an error.
+    pub fn on_pubrec(
+        &mut self,
+        packet_id: u16,
+        reason: ReasonCode,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        self.touch(now);
+        let i = self
+            .inflight_position(packet_id)
+            .ok_or(ReasonCode::PROTOCOL_ERROR)?;
+        match self.inflight[i].1 {
+            Outbound::Qos2Sent(_) if reason.is_error() => {
+                self.inflight.remove(i);
+                self.pump(now);
+            }
+            Outbound::Qos2Sent(_) | Outbound::Qos2Released => {
+                self.inflight[i].1 = Outbound::Qos2Released;
+                self.send(Packet::PubRel(PubReply::new(packet_id)));
+            }
+            Outbound::Qos1Sent(_) => return Err(ReasonCode::PROTOCOL_ERROR),
+        }
+        Ok(())
+    }
+
+    /// An inbound PUBCOMP ends a QoS 2 exchange.
+    pub fn on_pubcomp(&mut self, packet_id: u16, now: Instant) -> Result<(), ReasonCode> {
+        self.touch(now);
+        match self.inflight_position(packet_id) {
+            Some(i) if matches!(self.inflight[i].1, Outbound::Qos2Released) => {
+                self.inflight.remove(i);
+                self.pump(now);
+                Ok(())
+            }
+            _ => Err(ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    /// Hands a message to this session: sent at once when the window has
+    /// room, else queued (bounded, by the drop policy). QoS 0 is never
+    /// windowed; it is dropped while offline unless configured otherwise.
+    pub fn deliver(&mut self, delivery: Delivery, now: Instant) {
+        if self.link.is_none() && delivery.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline
+        {
+            self.counters.dropped_offline_qos0 += 1;
+            return;
+        }
+        if self.link.is_some() && self.queue.is_empty() && self.try_send(&delivery, now) {
+            return;
+        }
+        if self.queue.len() >= self.config.max_queued {
+            self.counters.dropped_queue_full += 1;
+            match self.config.drop_policy {
+                DropPolicy::DropNewest => return,
+                DropPolicy::DropOldest => {
+                    self.queue.pop_front();
+                }
+            }
+        }
+        self.queue.push_back(delivery);
+    }
+
+    /// Sends queued messages while the window has room.
+    pub fn pump(&mut self, now: Instant) {
+        if self.link.is_none() {
+            return;
+        }
+        while let Some(delivery) = self.queue.pop_front() {
+            if !self.try_send(&delivery, now) {
+                self.queue.push_front(delivery);
+                return;
+            }
+        }
+    }
+
+    fn window(&self) -> usize {
+        let client = self.link.as_ref().map_or(0, |l| l.client_receive_maximum);
+        usize::from(self.config.max_inflight.min(client))
+    }
+
+    /// Sends a delivery if possible; `false` when the window is full.
+    /// Expired and oversized messages are dropped (and count as sent).
+    fn try_send(&mut self, delivery: &Delivery, now: Instant) -> bool {
+        if delivery.message.is_expired(now) {
+            self.counters.dropped_expired += 1;
+            return true;
+        }
+        if delivery.qos == QoS::AtMostOnce {
+            if let Some(p) = self.build_publish(delivery, 0, false, now) {
+                self.out.push(Packet::Publish(p));
+            }
+            return true;
+        }
+        if self.inflight.len() >= self.window() {
+            return false;
+        }
+        let packet_id = self.allocate_packet_id();
+        let Some(p) = self.build_publish(delivery, packet_id, false, now) else {
+            return true;
+        };
+        self.out.push(Packet::Publish(p));
+        let state = if delivery.qos == QoS::AtLeastOnce {
+            Outbound::Qos1Sent(delivery.clone())
+        } else {
+            Outbound::Qos2Sent(delivery.clone())
+        };
+        self.inflight.push_back((packet_id, state));
+        true
+    }
+
+    fn allocate_packet_id(&mut self) -> u16 {
+        debug_assert!(self.inflight.len() < usize::from(u16::MAX));
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|(used, _)| *used == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Builds the PUBLISH for a delivery on the current link: expiry left,
+    /// subscription ids, topic alias. `None` (and a counter) when the
+    /// message expired or is larger than the client accepts.
+    fn build_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+    ) -> Option<Publish> {
+        let link = self.link.as_mut()?;
+        let m = &delivery.message;
+        if m.is_expired(now) {
+            self.counters.dropped_expired += 1;
+            return None;
+        }
+        let mut properties = m.properties.clone();
+        properties.message_expiry_interval = m.remaining_expiry(now);
+        properties.subscription_identifiers = delivery.subscription_ids.clone();
+        let packet = Packet::Publish(Publish {
+            dup: dup && delivery.qos != QoS::AtMostOnce,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic: m.topic.clone(),
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        });
+        if !link.fits_with_alias(&packet) {
+            self.counters.dropped_too_large += 1;
+            return None;
+        }
+        let Packet::Publish(mut publish) = packet else {
+            unreachable!("built as a PUBLISH above");
+        };
+        link.apply_outbound_alias(&mut publish);
+        Some(publish)
+    }
+}

@@ -1,0 +1,410 @@
+//! Session state machine tests: a fake clock (an `Instant` moved by hand),
+//! packets in, packets out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use robustmq_protocol::mqtt::{Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
+
+use super::*;
+use crate::message::Message;
+
+fn message(topic: &'static str, payload: &'static [u8], qos: QoS) -> SharedMessage {
+    Arc::new(Message {
+        topic: ByteString::from_static(topic),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain: false,
+        expires_at: None,
+        properties: Properties::default(),
+        publisher: ByteString::from_static("pub"),
+    })
+}
+
+fn delivery(payload: &'static [u8], qos: QoS) -> Delivery {
+    Delivery {
+        message: message("t", payload, qos),
+        qos,
+        retain: false,
+        subscription_ids: vec![],
+    }
+}
+
+fn session(config: SessionConfig) -> Session {
+    Session::new(ByteString::from_static("c"), config)
+}
+
+fn v5(keep_alive: u16) -> LinkParams {
+    LinkParams::new(ProtocolVersion::V5, keep_alive)
+}
+
+/// The PUBLISH packets sent: (packet id, dup, payload).
+fn publishes(s: &mut Session) -> Vec<(u16, bool, Bytes)> {
+    s.take_packets()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.packet_id, p.dup, p.payload)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn qos1_outbound_flow_and_unknown_puback() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig::default());
+    s.attach(v5(0), now);
+    s.deliver(delivery(b"a", QoS::AtLeastOnce), now);
+    let sent = publishes(&mut s);
+    assert_eq!(sent, vec![(1, false, Bytes::from_static(b"a"))]);
+    assert_eq!(s.inflight_len(), 1);
+    assert_eq!(s.on_puback(1, now), Ok(()));
+    assert_eq!(s.inflight_len(), 0);
+    assert_eq!(s.on_puback(1, now), Err(ReasonCode::PROTOCOL_ERROR));
+    assert_eq!(s.on_pubcomp(7, now), Err(ReasonCode::PROTOCOL_ERROR));
+}
+
+#[test]
+fn qos2_outbound_survives_reconnect_at_each_step() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig::default());
+    s.attach(v5(0), now);
+    s.deliver(delivery(b"x", QoS::ExactlyOnce), now);
+    assert_eq!(
+        publishes(&mut s),
+        vec![(1, false, Bytes::from_static(b"x"))]
+    );
+    // Connection lost before PUBREC: PUBLISH again with DUP.
+    s.detach();
+    s.attach(v5(0), now);
+    assert_eq!(publishes(&mut s), vec![(1, true, Bytes::from_static(b"x"))]);
+    s.on_pubrec(1, ReasonCode::SUCCESS, now).unwrap();
+    assert!(matches!(s.take_packets()[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
+    // Lost after PUBREL: PUBREL again, not the message.
+    s.detach();
+    s.attach(v5(0), now);
+    assert!(matches!(s.take_packets()[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
+    s.on_pubcomp(1, now).unwrap();
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn pubrec_with_error_ends_the_exchange() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig::default());
+    s.attach(v5(0), now);
+    s.deliver(delivery(b"x", QoS::ExactlyOnce), now);
+    s.take_packets();
+    s.on_pubrec(1, ReasonCode::QUOTA_EXCEEDED, now).unwrap();
+    assert!(s.take_packets().is_empty(), "no PUBREL after a refusal");
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn inflight_window_holds_back_and_keeps_order() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig {
+        max_inflight: 2,
+        ..Default::default()
+    });
+    s.attach(v5(0), now);
+    for p in [&b"1"[..], b"2", b"3", b"4", b"5"] {
+        let p: &'static [u8] = Box::leak(p.to_vec().into_boxed_slice());
+        s.deliver(delivery(p, QoS::AtLeastOnce), now);
+    }
+    let sent = publishes(&mut s);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(s.queued_len(), 3);
+    s.on_puback(sent[0].0, now).unwrap();
+    let next = publishes(&mut s);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].2, Bytes::from_static(b"3"));
+    // The client's receive maximum narrows the window further.
+    let mut params = v5(0);
+    params.client_receive_maximum = 1;
+    let mut s = session(SessionConfig::default());
+    s.attach(params, now);
+    s.deliver(delivery(b"a", QoS::AtLeastOnce), now);
+    s.deliver(delivery(b"b", QoS::AtLeastOnce), now);
+    assert_eq!(publishes(&mut s).len(), 1);
+}
+
+#[test]
+fn qos0_is_not_windowed() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig {
+        max_inflight: 1,
+        ..Default::default()
+    });
+    s.attach(v5(0), now);
+    for _ in 0..10 {
+        s.deliver(delivery(b"z", QoS::AtMostOnce), now);
+    }
+    assert_eq!(publishes(&mut s).len(), 10);
+}
+
+#[test]
+fn bounded_queue_drops_by_policy() {
+    let now = Instant::now();
+    for (policy, kept) in [
+        (DropPolicy::DropOldest, Bytes::from_static(b"3")),
+        (DropPolicy::DropNewest, Bytes::from_static(b"2")),
+    ] {
+        let mut s = session(SessionConfig {
+            max_queued: 2,
+            drop_policy: policy,
+            ..Default::default()
+        });
+        // Offline: QoS 1 is queued.
+        s.deliver(delivery(b"1", QoS::AtLeastOnce), now);
+        s.deliver(delivery(b"2", QoS::AtLeastOnce), now);
+        s.deliver(delivery(b"3", QoS::AtLeastOnce), now);
+        assert_eq!(s.queued_len(), 2);
+        assert_eq!(s.counters().dropped_queue_full, 1);
+        s.attach(v5(0), now);
+        let sent = publishes(&mut s);
+        assert_eq!(sent.last().unwrap().2, kept, "{policy:?}");
+    }
+}
+
+#[test]
+fn offline_qos0_is_dropped_and_qos1_kept() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig::default());
+    s.deliver(delivery(b"zero", QoS::AtMostOnce), now);
+    s.deliver(delivery(b"one", QoS::AtLeastOnce), now);
+    assert_eq!(s.counters().dropped_offline_qos0, 1);
+    s.attach(v5(0), now);
+    let sent = publishes(&mut s);
+    assert_eq!(sent, vec![(1, false, Bytes::from_static(b"one"))]);
+}
+
+#[test]
+fn inbound_qos2_is_exactly_once_across_reconnects() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig::default());
+    s.attach(v5(0), now);
+    let mut p = Publish {
+        qos: QoS::ExactlyOnce,
+        topic: ByteString::from_static("t"),
+        packet_id: 9,
+        ..Default::default()
+    };
+    assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::New));
+    s.ack_publish(QoS::ExactlyOnce, 9, ReasonCode::SUCCESS);
+    // The client did not see PUBREC and sends again, on a new connection.
+    s.detach();
+    s.attach(v5(0), now);
+    p.dup = true;
+    assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::Duplicate));
+    s.on_pubrel(9, now);
+    let packets = s.take_packets();
+    assert!(
+        matches!(packets.last(), Some(Packet::PubComp(r)) if r.reason_code == ReasonCode::SUCCESS)
+    );
+    // Released: the id is free for a new message.
+    assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::New));
+    // PUBREL for an id never seen.
+    s.on_pubrel(77, now);
+    assert!(matches!(s.take_packets().last(), Some(Packet::PubComp(r))
+        if r.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+}
+
+#[test]
+fn inbound_receive_maximum_is_enforced() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig {
+        receive_maximum: 2,
+        ..Default::default()
+    });
+    s.attach(v5(0), now);
+    for id in 1..=2 {
+        let mut p = Publish {
+            qos: QoS::ExactlyOnce,
+            topic: ByteString::from_static("t"),
+            packet_id: id,
+            ..Default::default()
+        };
+        assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::New));
+    }
+    let mut p = Publish {
+        qos: QoS::ExactlyOnce,
+        topic: ByteString::from_static("t"),
+        packet_id: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.on_publish(&mut p, now),
+        Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+    );
+}
+
+#[test]
+fn keep_alive_with_a_fake_clock() {
+    let start = Instant::now();
+    let mut s = session(SessionConfig::default());
+    s.attach(v5(10), start);
+    assert!(!s.keep_alive_expired(start + Duration::from_secs(15)));
+    assert!(s.keep_alive_expired(start + Duration::from_millis(15_001)));
+    s.touch(start + Duration::from_secs(14));
+    assert!(!s.keep_alive_expired(start + Duration::from_secs(28)));
+    assert!(s.keep_alive_expired(start + Duration::from_millis(29_001)));
+    // Keep-alive 0 never expires.
+    let mut s = session(SessionConfig::default());
+    s.attach(v5(0), start);
+    assert!(!s.keep_alive_expired(start + Duration::from_secs(100_000)));
+}
+
+#[test]
+fn inbound_topic_aliases() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig {
+        topic_alias_maximum: 5,
+        ..Default::default()
+    });
+    s.attach(v5(0), now);
+    let mut first = Publish {
+        topic: ByteString::from_static("long/topic"),
+        properties: Properties {
+            topic_alias: Some(3),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    s.on_publish(&mut first, now).unwrap();
+    assert_eq!(first.properties.topic_alias, None, "alias consumed");
+    let mut second = Publish {
+        properties: Properties {
+            topic_alias: Some(3),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    s.on_publish(&mut second, now).unwrap();
+    assert_eq!(&*second.topic, "long/topic");
+    let mut unknown = Publish {
+        properties: Properties {
+            topic_alias: Some(4),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(
+        s.on_publish(&mut unknown, now),
+        Err(ReasonCode::PROTOCOL_ERROR)
+    );
+    let mut too_high = Publish {
+        topic: ByteString::from_static("x"),
+        properties: Properties {
+            topic_alias: Some(6),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(
+        s.on_publish(&mut too_high, now),
+        Err(ReasonCode::TOPIC_ALIAS_INVALID)
+    );
+}
+
+#[test]
+fn outbound_topic_aliases() {
+    let now = Instant::now();
+    let mut params = v5(0);
+    params.client_topic_alias_maximum = 1;
+    let mut s = session(SessionConfig::default());
+    s.attach(params, now);
+    let other = Delivery {
+        message: message("other", b"o", QoS::AtMostOnce),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        subscription_ids: vec![],
+    };
+    s.deliver(delivery(b"1", QoS::AtMostOnce), now);
+    s.deliver(delivery(b"2", QoS::AtMostOnce), now);
+    s.deliver(other, now);
+    let sent: Vec<Publish> = s
+        .take_packets()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        (&*sent[0].topic, sent[0].properties.topic_alias),
+        ("t", Some(1))
+    );
+    assert_eq!(
+        (&*sent[1].topic, sent[1].properties.topic_alias),
+        ("", Some(1))
+    );
+    // Aliases are used up: the new topic goes out in full.
+    assert_eq!(
+        (&*sent[2].topic, sent[2].properties.topic_alias),
+        ("other", None)
+    );
+}
+
+#[test]
+fn message_expiry_is_enforced_and_forwarded() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig::default());
+    let mut m = (*message("t", b"e", QoS::AtLeastOnce)).clone();
+    m.expires_at = Some(now + Duration::from_secs(10));
+    let d = Delivery {
+        message: Arc::new(m),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: vec![4],
+    };
+    // Queued while offline for 4 s: 6 s are left when it goes out.
+    s.deliver(d.clone(), now);
+    s.attach(v5(0), now + Duration::from_secs(4));
+    let packets = s.take_packets();
+    let Some(Packet::Publish(p)) = packets.first() else {
+        panic!("expected a PUBLISH")
+    };
+    assert_eq!(p.properties.message_expiry_interval, Some(6));
+    assert_eq!(p.properties.subscription_identifiers, vec![4]);
+    // Offline past its expiry: never delivered.
+    let mut s = session(SessionConfig::default());
+    s.deliver(d, now);
+    s.attach(v5(0), now + Duration::from_secs(11));
+    assert!(s.take_packets().is_empty());
+    assert_eq!(s.counters().dropped_expired, 1);
+}
+
+#[test]
+fn packets_larger_than_the_client_accepts_are_dropped() {
+    let now = Instant::now();
+    let mut params = v5(0);
+    params.client_maximum_packet_size = 20;
+    let mut s = session(SessionConfig::default());
+    s.attach(params, now);
+    s.deliver(delivery(b"small", QoS::AtLeastOnce), now);
+    s.deliver(
+        delivery(b"a payload that is far too large", QoS::AtLeastOnce),
+        now,
+    );
+    assert_eq!(publishes(&mut s).len(), 1);
+    assert_eq!(s.counters().dropped_too_large, 1);
+    assert_eq!(s.inflight_len(), 1, "the dropped one holds no packet id");
+}
+
+#[test]
+fn packet_ids_skip_those_in_use() {
+    let now = Instant::now();
+    let mut s = session(SessionConfig {
+        max_inflight: 100,
+        ..Default::default()
+    });
+    s.attach(v5(0), now);
+    s.next_packet_id = u16::MAX;
+    s.deliver(delivery(b"a", QoS::AtLeastOnce), now);
+    s.deliver(delivery(b"b", QoS::AtLeastOnce), now);
+    let ids: Vec<u16> = publishes(&mut s).iter().map(|p| p.0).collect();
+    assert_eq!(ids, vec![u16::MAX, 1], "wraps past zero");
+}
