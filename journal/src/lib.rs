@@ -1,7 +1,26 @@
-//! RobustMQ Journal Engine: append-only shards made of segments.
+//! RobustMQ Journal Engine: append-only shards made of segments, written
+//! with direct I/O by the one core that owns each shard.
 //!
-//! Work in progress (see the Journal Engine issue). Until it lands, the
-//! `journal` role refuses to start rather than pretend to store anything.
+//! - [`format`]: the batch and record framing on disk.
+//! - [`lifecycle`]: segment statuses and their allowed transitions.
+//! - [`meta`]: shard and segment metadata.
+//! - [`index`]: the sparse offset and time indexes.
+//! - [`segment`]: segment files on glommio DMA files.
+//! - [`shard`]: one shard on its owner core: group commit, recovery, reads,
+//!   retention, group offsets.
 
 pub mod config;
+pub mod error;
+pub mod format;
+pub mod index;
+pub mod lifecycle;
+pub mod meta;
+pub mod offsets;
+pub mod record;
 pub mod role;
+pub mod segment;
+pub mod shard;
+
+pub use error::{JournalError, Result};
+pub use meta::{FsyncPolicy, ShardConfig};
+pub use record::{Header, Record, RecordIn};

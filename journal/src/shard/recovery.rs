@@ -1,0 +1,330 @@
+//! Opening a shard from disk: finishing interrupted lifecycle steps,
+//! loading or rebuilding indexes, and cutting torn or corrupt tails.
+//!
+//! The `Write` (or `PrepareSealUp`) segment is scanned from its last index
+//! point: every batch must start at the expected offset, carry a write
+//! generation no older than the batch before it, and pass its CRCs. The first
+//! batch that does not is where the log ends; the cut is logged and reported.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use glommio::io::DmaFile;
+
+use crate::error::{IoContext, JournalError, Result};
+use crate::format::verify_batch;
+use crate::index::{self, IndexEntry, SegmentIndex};
+use crate::lifecycle::SegmentStatus;
+use crate::meta::{self, SegmentMeta, SegmentTable};
+use crate::segment::{self, Step, TailWriter, WalkEnd};
+use crate::shard::state::{SegmentHandle, ShardState, SharedState};
+use crate::shard::writer::{remove_stale_indexes, Writer};
+
+/// Bytes read at a time while scanning.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// What a scan of a segment found.
+struct Scan {
+    end: u64,
+    next_offset: u64,
+    max_ts: Option<u64>,
+    damage: Option<String>,
+}
+
+/// Walks a segment from `start` (or from its beginning), checking every
+/// batch and adding index points to `index`.
+async fn scan(
+    file: &DmaFile,
+    path: &Path,
+    base: u64,
+    limit: u64,
+    interval: u64,
+    index: &mut SegmentIndex,
+) -> Result<Scan> {
+    let start = index.last();
+    let (pos, mut next) = start.map_or((0, base), |e| (e.position, e.offset));
+    let mut max_ts = start.map(|e| e.timestamp);
+    let mut last_gen = 0u32;
+    let mut last_index_pos = pos;
+    let mut new_entries = Vec::new();
+    let walk = segment::walk(file, path, pos, limit, SCAN_CHUNK, |at, h, batch| {
+        if h.base_offset != next {
+            return Err(format!(
+                "batch at offset {} where {next} was expected",
+                h.base_offset
+            ));
+        }
+        if h.generation < last_gen {
+            return Err(format!(
+                "stale batch of generation {} after {last_gen}",
+                h.generation
+            ));
+        }
+        verify_batch(batch, h).map_err(|e| e.to_string())?;
+        if (at == 0 || at - last_index_pos >= interval) && start.is_none_or(|s| s.position != at) {
+            new_entries.push(IndexEntry {
+                offset: h.base_offset,
+                position: at,
+                timestamp: h.first_ts,
+            });
+            last_index_pos = at;
+        }
+        next = h.next_offset();
+        last_gen = h.generation;
+        max_ts = Some(h.max_ts);
+        Ok(Step::Next)
+    })
+    .await?;
+    for e in new_entries {
+        index.push(e);
+    }
+    let damage = match walk.end {
+        WalkEnd::Damage(reason) => Some(reason),
+        _ => None,
+    };
+    Ok(Scan {
+        end: walk.position,
+        next_offset: next,
+        max_ts,
+        damage,
+    })
+}
+
+fn load_index(st: &mut ShardState, path: &Path, base: u64, data_len: u64) -> SegmentIndex {
+    match index::load(path, base, data_len) {
+        Ok(i) => i,
+        Err(damage) => {
+            if damage != index::IndexDamage::Missing || data_len > 0 {
+                tracing::warn!(shard = %st.name, segment = base, ?damage, "index unusable; rebuilding");
+                st.report
+                    .rebuilt_indexes
+                    .push((base, format!("{damage:?}")));
+            }
+            SegmentIndex::default()
+        }
+    }
+}
+
+/// Recovers the tail of a `Write` or `PrepareSealUp` segment.
+async fn recover_tail(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentHandle> {
+    let base = seg.base_offset;
+    let path = segment::log_path(&st.dir, base);
+    let file = Rc::new(segment::open(&path).await?);
+    let limit = file
+        .file_size()
+        .await
+        .ctx(|| format!("size of {}", path.display()))?;
+    let mut index = load_index(st, &path, base, limit);
+    let found = loop {
+        let found = scan(
+            &file,
+            &path,
+            base,
+            limit,
+            st.config.index_interval_bytes,
+            &mut index,
+        )
+        .await?;
+        match index.last() {
+            Some(last) if found.end == last.position && found.damage.is_some() => {
+                st.report
+                    .rebuilt_indexes
+                    .push((base, "index points at a bad batch".into()));
+                index.truncate_at(last.position);
+            }
+            _ => break found,
+        }
+    };
+    if let Some(reason) = &found.damage {
+        tracing::warn!(shard = %st.name, segment = base, position = found.end, %reason, "torn or corrupt tail cut");
+        st.report.truncated.push((base, found.end, reason.clone()));
+    }
+    index.truncate_at(found.end);
+    index::write_all(&path, &index)?;
+    Ok(SegmentHandle {
+        base_offset: base,
+        path,
+        file,
+        index,
+        data_end: found.end,
+        next_offset: found.next_offset,
+        max_ts: found.max_ts,
+    })
+}
+
+/// Opens a sealed segment, rebuilding its index when needed.
+async fn open_sealed(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentHandle> {
+    let base = seg.base_offset;
+    let path = segment::log_path(&st.dir, base);
+    let file = Rc::new(segment::open(&path).await?);
+    let size = seg.size_bytes.unwrap_or(0);
+    let mut index = load_index(st, &path, base, size);
+    if index.entries().is_empty() && size > 0 {
+        let found = scan(
+            &file,
+            &path,
+            base,
+            size,
+            st.config.index_interval_bytes,
+            &mut index,
+        )
+        .await?;
+        if let Some(reason) = found.damage {
+            tracing::error!(shard = %st.name, segment = base, position = found.end, %reason, "sealed segment damaged");
+            st.report.damaged.push((base, found.end, reason));
+        }
+        index::write_all(&path, &index)?;
+    }
+    Ok(SegmentHandle {
+        base_offset: base,
+        path,
+        file,
+        index,
+        data_end: size,
+        next_offset: seg.end_offset.unwrap_or(base),
+        max_ts: seg.max_ts,
+    })
+}
+
+/// Finishes deleting a segment whose deletion was interrupted.
+pub fn finish_delete(st: &mut ShardState, base: u64) -> Result<()> {
+    if st
+        .table
+        .get(base)
+        .is_some_and(|s| s.status != SegmentStatus::Deleting)
+    {
+        st.table.set_status(base, SegmentStatus::PrepareDelete)?;
+        st.save()?;
+        st.handles.remove(&base);
+        st.table.set_status(base, SegmentStatus::Deleting)?;
+        st.save()?;
+    }
+    let log = segment::log_path(&st.dir, base);
+    for p in [index::offset_path(&log), index::time_path(&log), log] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(JournalError::io(format!("removing {}", p.display()), e))
+            }
+            _ => {}
+        }
+    }
+    st.table.remove_deleted(base)?;
+    st.save()
+}
+
+/// Opens a shard directory: returns its state and the writer of its
+/// `Write` segment (created when there is none).
+pub async fn open(dir: &Path) -> Result<(SharedState, Writer)> {
+    let m = meta::load(dir)?;
+    let table = SegmentTable::from_loaded(m.segments)?;
+    let mut st = ShardState {
+        name: m.name,
+        dir: dir.to_path_buf(),
+        config: m.config,
+        table,
+        handles: Default::default(),
+        failed: None,
+        report: Default::default(),
+    };
+    for seg in st.table.all().to_vec() {
+        let base = seg.base_offset;
+        match seg.status {
+            SegmentStatus::PrepareDelete | SegmentStatus::Deleting => finish_delete(&mut st, base)?,
+            SegmentStatus::SealUp => {
+                let h = open_sealed(&mut st, &seg).await?;
+                st.handles.insert(base, h);
+            }
+            SegmentStatus::PrepareSealUp => {
+                let h = recover_tail(&mut st, &seg).await?;
+                st.table
+                    .set_sealed_extent(base, h.next_offset, h.data_end, h.max_ts)?;
+                st.table.set_status(base, SegmentStatus::SealUp)?;
+                st.save()?;
+                st.handles.insert(base, h);
+            }
+            SegmentStatus::Write => {
+                let h = recover_tail(&mut st, &seg).await?;
+                st.handles.insert(base, h);
+            }
+            SegmentStatus::Idle => {}
+        }
+    }
+    let base = ensure_write_segment(&mut st).await?;
+    let generation = st.table.bump_generation(base)?;
+    st.save()?;
+    let shared = Rc::new(std::cell::RefCell::new(st));
+    let writer = writer_for(base, generation, &shared).await?;
+    Ok((shared, writer))
+}
+
+/// Makes sure a `Write` segment exists; returns its base offset.
+async fn ensure_write_segment(st: &mut ShardState) -> Result<u64> {
+    if let Some(w) = st.table.writer() {
+        return Ok(w.base_offset);
+    }
+    let next = st.end_offset();
+    let base = match st.table.all().last() {
+        Some(s) if s.status == SegmentStatus::Idle => s.base_offset,
+        _ => {
+            st.table.add_idle(next)?;
+            st.save()?;
+            next
+        }
+    };
+    let path = segment::log_path(&st.dir, base);
+    let file = Rc::new(segment::create(&path, st.config.segment_bytes).await?);
+    remove_stale_indexes(&path);
+    st.table.set_status(base, SegmentStatus::Write)?;
+    st.save()?;
+    st.handles.insert(
+        base,
+        SegmentHandle {
+            base_offset: base,
+            path,
+            file,
+            index: SegmentIndex::default(),
+            data_end: 0,
+            next_offset: base,
+            max_ts: None,
+        },
+    );
+    Ok(base)
+}
+
+/// Builds the writer of the `Write` segment `base`.
+async fn writer_for(base: u64, generation: u32, shared: &SharedState) -> Result<Writer> {
+    let (file, path, end, next_offset, last_index_pos, max_ts, last_ts, config) = {
+        let st = shared.borrow();
+        let h = st.handles.get(&base).ok_or(JournalError::Stopped)?;
+        let last_ts = st
+            .handles
+            .values()
+            .filter_map(|h| h.max_ts)
+            .max()
+            .unwrap_or(0);
+        (
+            h.file.clone(),
+            h.path.clone(),
+            h.data_end,
+            h.next_offset,
+            h.index.last().map_or(0, |e| e.position),
+            h.max_ts,
+            last_ts,
+            st.config.clone(),
+        )
+    };
+    let tail = TailWriter::open(file, path, end, config.segment_bytes).await?;
+    Ok(Writer {
+        state: shared.clone(),
+        tail,
+        base,
+        generation,
+        next_offset,
+        last_ts,
+        last_index_pos,
+        max_ts,
+        pending_index: Vec::new(),
+        dirty: false,
+        config,
+    })
+}

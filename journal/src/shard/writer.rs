@@ -1,0 +1,408 @@
+//! The writer task of a shard: group commit, fsync policy, segment roll.
+//!
+//! Appends queue up in a bounded channel while a write is in flight. Each
+//! turn takes everything queued (up to a bound), encodes it into as few
+//! direct writes as possible (one, unless a write would pass 4 MiB or the
+//! segment is full), issues at most one fdatasync for the lot under
+//! `always`, then publishes the new end to readers and acknowledges.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::error::{JournalError, Result};
+use crate::format::{batch_len, encode_batch, BatchStamp};
+use crate::index::{self, IndexEntry};
+use crate::lifecycle::SegmentStatus;
+use crate::meta::{FsyncPolicy, ShardConfig};
+use crate::record::RecordIn;
+use crate::segment::{self, TailWriter};
+use crate::shard::state::{SegmentHandle, SharedState};
+
+/// Where a reply goes.
+pub type Reply<T> = flume::Sender<Result<T>>;
+
+/// The offsets an append got: `base_offset .. base_offset + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Number of records.
+    pub count: u32,
+}
+
+/// A request to the writer task.
+pub enum WriteOp {
+    /// Append one batch of (already validated) records.
+    Append {
+        /// The records.
+        records: Vec<RecordIn>,
+        /// Their encoded size.
+        size: usize,
+        /// Where the offsets go.
+        reply: Reply<AppendAck>,
+    },
+    /// Seal the `Write` segment and start a new one; replies its base offset.
+    Seal {
+        /// Where the result goes.
+        reply: Reply<u64>,
+    },
+    /// Flush, sync and stop.
+    Close {
+        /// Signalled when done.
+        reply: Reply<()>,
+    },
+}
+
+/// Most bytes in one direct write.
+const MAX_WRITE_BYTES: usize = 4 << 20;
+/// Most operations taken from the queue in one turn.
+const MAX_GROUP_OPS: usize = 4096;
+
+/// The state of the active segment, owned by the writer task.
+pub struct Writer {
+    /// The shard's shared state.
+    pub state: SharedState,
+    /// The tail writer of the `Write` segment.
+    pub tail: TailWriter,
+    /// Base offset of the `Write` segment.
+    pub base: u64,
+    /// Its write generation.
+    pub generation: u32,
+    /// The next offset to assign.
+    pub next_offset: u64,
+    /// The last timestamp given (timestamps never go back).
+    pub last_ts: u64,
+    /// Position of the last index entry.
+    pub last_index_pos: u64,
+    /// Newest timestamp in the segment.
+    pub max_ts: Option<u64>,
+    /// Index entries of written but not yet published batches.
+    pub pending_index: Vec<IndexEntry>,
+    /// Written but not synced data exists.
+    pub dirty: bool,
+    /// The shard's configuration.
+    pub config: ShardConfig,
+}
+
+type Pending = Vec<(Reply<AppendAck>, AppendAck)>;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Writer {
+    /// Runs until a `Close` op or until every sender is gone.
+    pub async fn run(mut self, rx: flume::Receiver<WriteOp>) {
+        let mut deadline: Option<Instant> = None;
+        while let Some(first) = self.next_op(&rx, &mut deadline).await {
+            let mut ops = vec![first];
+            while ops.len() < MAX_GROUP_OPS {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            if self.handle_group(ops).await {
+                return;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Waits for the next op; under `interval`, syncs when the period ends.
+    async fn next_op(
+        &mut self,
+        rx: &flume::Receiver<WriteOp>,
+        deadline: &mut Option<Instant>,
+    ) -> Option<WriteOp> {
+        loop {
+            if !self.dirty || self.config.fsync != FsyncPolicy::Interval {
+                return rx.recv_async().await.ok();
+            }
+            let due = *deadline.get_or_insert_with(|| {
+                Instant::now() + Duration::from_millis(self.config.fsync_interval_ms)
+            });
+            let wait = due.saturating_duration_since(Instant::now());
+            let recv = async { Some(rx.recv_async().await.ok()) };
+            let timer = async {
+                glommio::timer::sleep(wait).await;
+                None
+            };
+            match futures_lite::future::or(recv, timer).await {
+                Some(op) => return op,
+                None => {
+                    *deadline = None;
+                    if let Err(e) = self.sync_and_publish().await {
+                        self.fail(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one group; returns true when the writer must stop.
+    async fn handle_group(&mut self, ops: Vec<WriteOp>) -> bool {
+        let mut appends = Vec::new();
+        for op in ops {
+            match op {
+                WriteOp::Append {
+                    records,
+                    size,
+                    reply,
+                } => appends.push((records, size, reply)),
+                WriteOp::Seal { reply } => {
+                    self.commit(std::mem::take(&mut appends)).await;
+                    let r = self.seal_explicit().await;
+                    let _ = reply.try_send(r);
+                }
+                WriteOp::Close { reply } => {
+                    self.commit(std::mem::take(&mut appends)).await;
+                    self.finish().await;
+                    let _ = reply.try_send(Ok(()));
+                    return true;
+                }
+            }
+        }
+        self.commit(appends).await;
+        false
+    }
+
+    async fn finish(&mut self) {
+        if self.dirty {
+            if let Err(e) = self.sync_and_publish().await {
+                self.fail(&e);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &JournalError) {
+        let mut st = self.state.borrow_mut();
+        tracing::error!(shard = %st.name, error = %e, "shard write failed; refusing appends");
+        st.failed = Some(e.to_string());
+    }
+
+    /// Writes a group of appends, syncs per policy, then acknowledges.
+    async fn commit(&mut self, appends: Vec<(Vec<RecordIn>, usize, Reply<AppendAck>)>) {
+        if appends.is_empty() {
+            return;
+        }
+        if let Err(e) = self.state.borrow().check_healthy() {
+            for (_, _, reply) in appends {
+                let _ = reply.try_send(Err(clone_err(&e)));
+            }
+            return;
+        }
+        let mut acked: Pending = Vec::with_capacity(appends.len());
+        let result = self.write_all(appends, &mut acked).await;
+        let result = match result {
+            Ok(()) if self.config.fsync == FsyncPolicy::Always => self.sync_and_publish().await,
+            Ok(()) => self.publish(),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                for (reply, ack) in acked {
+                    let _ = reply.try_send(Ok(ack));
+                }
+            }
+            Err(e) => {
+                self.fail(&e);
+                for (reply, _) in acked {
+                    let _ = reply.try_send(Err(clone_err(&e)));
+                }
+            }
+        }
+    }
+
+    async fn write_all(
+        &mut self,
+        appends: Vec<(Vec<RecordIn>, usize, Reply<AppendAck>)>,
+        acked: &mut Pending,
+    ) -> Result<()> {
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0usize;
+        for (records, size, reply) in appends {
+            let full = (chunk_bytes + size) as u64 > self.tail.remaining();
+            if (full || chunk_bytes + size > MAX_WRITE_BYTES) && !chunk.is_empty() {
+                self.write_chunk(std::mem::take(&mut chunk), acked).await?;
+                chunk_bytes = 0;
+            }
+            if size as u64 > self.tail.remaining() {
+                self.roll().await?;
+            }
+            chunk.push((records, size, reply));
+            chunk_bytes += size;
+        }
+        if !chunk.is_empty() {
+            self.write_chunk(chunk, acked).await?;
+        }
+        Ok(())
+    }
+
+    /// Encodes a chunk of batches into one direct write.
+    async fn write_chunk(
+        &mut self,
+        chunk: Vec<(Vec<RecordIn>, usize, Reply<AppendAck>)>,
+        acked: &mut Pending,
+    ) -> Result<()> {
+        let ts = now_ms().max(self.last_ts);
+        let start = self.tail.end();
+        let mut plan = Vec::with_capacity(chunk.len());
+        let (mut pos, mut next) = (start, self.next_offset);
+        for (records, size, _) in &chunk {
+            debug_assert_eq!(*size, batch_len(records));
+            if pos == 0 || pos - self.last_index_pos >= self.config.index_interval_bytes {
+                self.pending_index.push(IndexEntry {
+                    offset: next,
+                    position: pos,
+                    timestamp: ts,
+                });
+                self.last_index_pos = pos;
+            }
+            plan.push((pos - start, *size, next));
+            pos += *size as u64;
+            next += records.len() as u64;
+        }
+        let generation = self.generation;
+        let total = (pos - start) as usize;
+        self.tail
+            .write(total, |out| {
+                for ((at, size, base_offset), (records, _, _)) in plan.iter().zip(&chunk) {
+                    let stamp = BatchStamp {
+                        base_offset: *base_offset,
+                        timestamp: ts,
+                        generation,
+                    };
+                    encode_batch(&mut out[*at as usize..*at as usize + size], stamp, records);
+                }
+            })
+            .await?;
+        for ((_, _, base_offset), (records, _, reply)) in plan.into_iter().zip(chunk) {
+            let ack = AppendAck {
+                base_offset,
+                count: records.len() as u32,
+            };
+            acked.push((reply, ack));
+        }
+        self.next_offset = next;
+        self.last_ts = ts;
+        self.max_ts = Some(ts);
+        self.dirty = true;
+        Ok(())
+    }
+
+    async fn sync_and_publish(&mut self) -> Result<()> {
+        self.tail.sync().await?;
+        self.dirty = false;
+        self.publish()
+    }
+
+    /// Makes everything written visible to readers and indexes it.
+    fn publish(&mut self) -> Result<()> {
+        let mut st = self.state.borrow_mut();
+        let Some(h) = st.handles.get_mut(&self.base) else {
+            return Err(JournalError::Stopped);
+        };
+        h.data_end = self.tail.end();
+        h.next_offset = self.next_offset;
+        h.max_ts = self.max_ts;
+        for e in self.pending_index.drain(..) {
+            h.index.push(e);
+            if let Err(err) = index::append_entry(&h.path, e) {
+                tracing::warn!(error = %err, "index entry not written; it will be rebuilt");
+            }
+        }
+        Ok(())
+    }
+
+    async fn seal_explicit(&mut self) -> Result<u64> {
+        if self.tail.end() == 0 {
+            return Err(JournalError::InvalidArgument(
+                "the Write segment is empty; nothing to seal".into(),
+            ));
+        }
+        let sealed = self.base;
+        self.roll().await?;
+        Ok(sealed)
+    }
+
+    /// Seals the `Write` segment and opens the next one.
+    async fn roll(&mut self) -> Result<()> {
+        self.seal_current().await?;
+        self.open_next().await
+    }
+
+    async fn seal_current(&mut self) -> Result<()> {
+        let base = self.base;
+        {
+            let mut st = self.state.borrow_mut();
+            st.table.set_status(base, SegmentStatus::PrepareSealUp)?;
+            st.save()?;
+        }
+        self.sync_and_publish().await?;
+        let mut st = self.state.borrow_mut();
+        let (end, size, max_ts) = (self.next_offset, self.tail.end(), self.max_ts);
+        if let Some(h) = st.handles.get(&base) {
+            index::write_all(&h.path, &h.index)?;
+        }
+        st.table.set_sealed_extent(base, end, size, max_ts)?;
+        st.table.set_status(base, SegmentStatus::SealUp)?;
+        st.save()?;
+        tracing::info!(shard = %st.name, segment = base, end, size, "segment sealed");
+        Ok(())
+    }
+
+    async fn open_next(&mut self) -> Result<()> {
+        let base = self.next_offset;
+        let (path, capacity) = {
+            let mut st = self.state.borrow_mut();
+            st.table.add_idle(base)?;
+            st.save()?;
+            (segment::log_path(&st.dir, base), st.config.segment_bytes)
+        };
+        let file = Rc::new(segment::create(&path, capacity).await?);
+        remove_stale_indexes(&path);
+        let generation = {
+            let mut st = self.state.borrow_mut();
+            st.table.set_status(base, SegmentStatus::Write)?;
+            let generation = st.table.bump_generation(base)?;
+            st.save()?;
+            st.handles.insert(
+                base,
+                SegmentHandle {
+                    base_offset: base,
+                    path: path.clone(),
+                    file: file.clone(),
+                    index: Default::default(),
+                    data_end: 0,
+                    next_offset: base,
+                    max_ts: None,
+                },
+            );
+            generation
+        };
+        self.tail = TailWriter::open(file, path, 0, capacity).await?;
+        self.base = base;
+        self.generation = generation;
+        self.last_index_pos = 0;
+        self.max_ts = None;
+        Ok(())
+    }
+}
+
+/// Removes index files a crashed earlier attempt may have left.
+pub fn remove_stale_indexes(log: &std::path::Path) {
+    for p in [index::offset_path(log), index::time_path(log)] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A copy of an error for the many appends of one failed group.
+pub fn clone_err(e: &JournalError) -> JournalError {
+    match e {
+        JournalError::Stopped => JournalError::Stopped,
+        other => JournalError::io("append failed", std::io::Error::other(other.to_string())),
+    }
+}

@@ -1,0 +1,371 @@
+//! A shard on one glommio executor: appends, reads, rolls, recovery,
+//! corruption detection, retention and group offsets.
+
+mod common;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use common::{payload, run, temp_dir};
+use robustmq_journal::lifecycle::SegmentStatus;
+use robustmq_journal::shard::{ReadLimits, Shard};
+use robustmq_journal::{FsyncPolicy, JournalError, RecordIn, ShardConfig};
+
+const ALL: ReadLimits = ReadLimits {
+    max_records: usize::MAX,
+    max_bytes: usize::MAX,
+};
+
+fn small(fsync: FsyncPolicy) -> ShardConfig {
+    ShardConfig {
+        fsync,
+        segment_bytes: 64 * 1024,
+        index_interval_bytes: 4096,
+        ..ShardConfig::default()
+    }
+}
+
+fn records(from: u64, n: u64, len: usize) -> Vec<RecordIn> {
+    (from..from + n)
+        .map(|i| RecordIn::from_payload(payload(i, len)))
+        .collect()
+}
+
+async fn fill(shard: &Shard, batches: u64, per: u64, len: usize) {
+    for b in 0..batches {
+        let ack = shard.append(records(b * per, per, len)).await.unwrap();
+        assert_eq!(ack.base_offset, b * per);
+        assert_eq!(ack.count as u64, per);
+    }
+}
+
+async fn check_all(shard: &Shard, n: u64, len: usize) {
+    let got = shard.read(0, ALL).await.unwrap();
+    assert_eq!(got.len() as u64, n);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(r.payload, Bytes::from(payload(i as u64, len)));
+    }
+}
+
+#[test]
+fn appends_roll_segments_and_read_back_after_reopen() {
+    let dir = temp_dir("roll");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "s1", small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        fill(&shard, 60, 10, 300).await;
+        let segs = shard.segments();
+        assert!(segs.len() > 2, "{segs:?}");
+        assert_eq!(
+            segs.iter()
+                .filter(|s| s.status == SegmentStatus::Write)
+                .count(),
+            1
+        );
+        assert!(segs[..segs.len() - 1]
+            .iter()
+            .all(|s| s.status == SegmentStatus::SealUp));
+        check_all(&shard, 600, 300).await;
+        let mid = shard
+            .read(
+                333,
+                ReadLimits {
+                    max_records: 5,
+                    max_bytes: usize::MAX,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            mid.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![333, 334, 335, 336, 337]
+        );
+        let one = shard
+            .read(
+                0,
+                ReadLimits {
+                    max_records: 100,
+                    max_bytes: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1, "at least one record, then the byte limit");
+        assert!(shard.read(600, ALL).await.unwrap().is_empty());
+        assert!(matches!(
+            shard.read(601, ALL).await,
+            Err(JournalError::OffsetOutOfRange { .. })
+        ));
+        shard.close().await.unwrap();
+        let shard = Shard::open(&root.join("s1")).await.unwrap();
+        assert_eq!(shard.recovery_report(), Default::default());
+        check_all(&shard, 600, 300).await;
+        let ack = shard.append(records(600, 1, 300)).await.unwrap();
+        assert_eq!(ack.base_offset, 600);
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn every_policy_reads_back_and_survives_reopen() {
+    for (name, policy) in [
+        ("always", FsyncPolicy::Always),
+        ("interval", FsyncPolicy::Interval),
+        ("never", FsyncPolicy::Never),
+    ] {
+        let dir = temp_dir(&format!("policy-{name}"));
+        let root = dir.clone();
+        run(move || async move {
+            let shard = Shard::create(&root, "p", small(policy)).await.unwrap();
+            fill(&shard, 20, 5, 100).await;
+            check_all(&shard, 100, 100).await;
+            shard.close().await.unwrap();
+            let shard = Shard::open(&root.join("p")).await.unwrap();
+            check_all(&shard, 100, 100).await;
+            shard.close().await.unwrap();
+        });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn concurrent_appends_share_group_commits() {
+    let dir = temp_dir("group");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "g", small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|w| {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let mut offsets = Vec::new();
+                    for i in 0..20u64 {
+                        let r = RecordIn::from_payload(format!("w{w}-{i}"));
+                        offsets.push(shard.append(vec![r]).await.unwrap().base_offset);
+                    }
+                    offsets
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..640).collect::<Vec<u64>>());
+        assert_eq!(shard.read(0, ALL).await.unwrap().len(), 640);
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn active_log(shard_dir: &Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_valid_record_and_reported() {
+    let dir = temp_dir("torn");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "t", small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        fill(&shard, 10, 3, 200).await;
+        let end = shard.segments().last().unwrap().bytes;
+        shard.close().await.unwrap();
+        // Damage the last batch: a torn write.
+        let log = active_log(&root.join("t"));
+        flip(&log, end - 5);
+        let shard = Shard::open(&root.join("t")).await.unwrap();
+        let report = shard.recovery_report();
+        assert_eq!(report.truncated.len(), 1, "{report:?}");
+        check_all(&shard, 27, 200).await;
+        // The log goes on from the cut, and a reopen does not bring back the
+        // stale bytes behind it.
+        let ack = shard.append(records(27, 1, 10)).await.unwrap();
+        assert_eq!(ack.base_offset, 27);
+        shard.close().await.unwrap();
+        let shard = Shard::open(&root.join("t")).await.unwrap();
+        assert_eq!(shard.info().end_offset, 28);
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_an_error_never_data() {
+    let dir = temp_dir("sealed-damage");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "d", small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        fill(&shard, 30, 10, 300).await;
+        shard.close().await.unwrap();
+        let first = root.join("d").join(format!("{:020}.log", 0));
+        flip(&first, 20_000);
+        let shard = Shard::open(&root.join("d")).await.unwrap();
+        let err = shard.read(0, ALL).await.unwrap_err();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        // Records before the damage still read.
+        let ok = shard
+            .read(
+                0,
+                ReadLimits {
+                    max_records: 5,
+                    max_bytes: usize::MAX,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok.len(), 5);
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn damaged_or_missing_indexes_are_rebuilt() {
+    let dir = temp_dir("index-damage");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "i", small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        fill(&shard, 30, 10, 300).await;
+        shard.close().await.unwrap();
+        let sdir = root.join("i");
+        flip(&sdir.join(format!("{:020}.index", 0)), 30);
+        let active = active_log(&sdir);
+        std::fs::remove_file(active.with_extension("timeindex")).unwrap();
+        let shard = Shard::open(&sdir).await.unwrap();
+        let report = shard.recovery_report();
+        assert_eq!(report.rebuilt_indexes.len(), 2, "{report:?}");
+        assert!(
+            report.truncated.is_empty() && report.damaged.is_empty(),
+            "{report:?}"
+        );
+        check_all(&shard, 300, 300).await;
+        assert!(shard
+            .segments()
+            .iter()
+            .all(|s| s.bytes < 8192 || s.index_entries > 0));
+        shard.close().await.unwrap();
+        let shard = Shard::open(&sdir).await.unwrap();
+        assert_eq!(shard.recovery_report(), Default::default());
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn seal_delete_retention_time_lookup_and_group_offsets() {
+    let dir = temp_dir("ops");
+    let root = dir.clone();
+    run(move || async move {
+        let config = ShardConfig {
+            retention_bytes: 100 * 1024,
+            ..small(FsyncPolicy::Always)
+        };
+        let shard = Shard::create(&root, "o", config).await.unwrap();
+        assert!(
+            shard.seal().await.is_err(),
+            "an empty segment is not sealed"
+        );
+        fill(&shard, 2, 5, 100).await;
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        let late = shard.append(records(10, 3, 100)).await.unwrap();
+        assert_eq!(
+            shard.offset_for_time(before + 2).await.unwrap(),
+            Some(late.base_offset)
+        );
+        assert_eq!(shard.offset_for_time(0).await.unwrap(), Some(0));
+        assert_eq!(shard.offset_for_time(u64::MAX).await.unwrap(), None);
+        assert_eq!(shard.seal().await.unwrap(), 0);
+        let segs = shard.segments();
+        assert_eq!(segs[0].status, SegmentStatus::SealUp);
+        assert_eq!(segs[1].status, SegmentStatus::Write);
+        assert!(shard.delete_segment(segs[1].base_offset).is_err());
+        shard.delete_segment(0).unwrap();
+        assert!(matches!(
+            shard.read(0, ALL).await,
+            Err(JournalError::OffsetOutOfRange { start: 13, .. })
+        ));
+        // Retention by size: write well past 100 KiB, then apply.
+        for b in 0..40 {
+            shard.append(records(13 + b * 10, 10, 500)).await.unwrap();
+        }
+        let dropped = shard.apply_retention(0).unwrap();
+        assert!(!dropped.is_empty());
+        assert!(
+            shard.info().bytes <= 100 * 1024 + 64 * 1024,
+            "{:?}",
+            shard.info()
+        );
+        let start = shard.info().start_offset;
+        assert_eq!(shard.read(start, ALL).await.unwrap()[0].offset, start);
+        // Group offsets persist.
+        shard.commit_offset("g1", 7).unwrap();
+        assert!(shard.commit_offset("bad/name", 7).is_err());
+        assert!(shard.commit_offset("g1", 1_000_000).is_err());
+        shard.close().await.unwrap();
+        let shard = Shard::open(&root.join("o")).await.unwrap();
+        assert_eq!(shard.get_offset("g1").unwrap(), Some(7));
+        assert_eq!(shard.get_offset("g2").unwrap(), None);
+        assert_eq!(shard.info().start_offset, start);
+        shard.destroy().await.unwrap();
+        assert!(!root.join("o").exists());
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_appends_get_typed_errors() {
+    let dir = temp_dir("bad");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "b", small(FsyncPolicy::Never))
+            .await
+            .unwrap();
+        assert!(matches!(
+            shard.append(vec![]).await,
+            Err(JournalError::InvalidArgument(_))
+        ));
+        let huge = RecordIn::from_payload(vec![0u8; 70 * 1024]);
+        assert!(matches!(
+            shard.append(vec![huge]).await,
+            Err(JournalError::TooLarge { .. })
+        ));
+        assert!(Shard::create(&root, "b", ShardConfig::default())
+            .await
+            .is_err());
+        assert!(Shard::create(&root, "../x", ShardConfig::default())
+            .await
+            .is_err());
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
