@@ -1,6 +1,8 @@
 //! RobustMQ Journal Engine: append-only shards made of segments, written
 //! with direct I/O by the one core that owns each shard.
 //!
+//! - [`engine`]: the executors, shard ownership by core, and the
+//!   [`Journal`] handle.
 //! - [`format`]: the batch and record framing on disk.
 //! - [`lifecycle`]: segment statuses and their allowed transitions.
 //! - [`meta`]: shard and segment metadata.
@@ -10,6 +12,7 @@
 //!   retention, group offsets.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod index;
@@ -21,6 +24,8 @@ pub mod role;
 pub mod segment;
 pub mod shard;
 
+pub use engine::{Journal, JournalOptions};
 pub use error::{JournalError, Result};
 pub use meta::{FsyncPolicy, ShardConfig};
 pub use record::{Header, Record, RecordIn};
+pub use shard::{AppendAck, ReadLimits, SegmentInfo, ShardInfo};
