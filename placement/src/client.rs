@@ -321,3 +321,54 @@ impl Client {
 fn unexpected() -> ApiError {
     ApiError::Internal("unexpected reply type".into())
 }
+
+/// A blocking client: the async [`Client`] on a private current-thread
+/// runtime, for tools and tests that are not async.
+pub struct BlockingClient {
+    rt: tokio::runtime::Runtime,
+    inner: Client,
+}
+
+impl BlockingClient {
+    /// See [`Client::new`].
+    pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<BlockingClient, ApiError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(BlockingClient {
+            rt,
+            inner: Client::new(addrs, timeout),
+        })
+    }
+
+    /// Makes a call (see [`Client::call`]).
+    pub fn call(&self, call: Call, stale: bool) -> Result<Reply, ApiError> {
+        self.rt.block_on(self.inner.call(call, stale))
+    }
+
+    /// See [`Client::status`].
+    pub fn status(&self) -> Result<StatusInfo, ApiError> {
+        self.rt.block_on(self.inner.status())
+    }
+
+    /// See [`Client::kv_set`].
+    pub fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), ApiError> {
+        self.rt.block_on(self.inner.kv_set(key, value))
+    }
+
+    /// See [`Client::kv_get`].
+    pub fn kv_get(&self, key: &str, stale: bool) -> Result<Option<Vec<u8>>, ApiError> {
+        self.rt.block_on(self.inner.kv_get(key, stale))
+    }
+
+    /// See [`Client::kv_delete`].
+    pub fn kv_delete(&self, key: &str) -> Result<bool, ApiError> {
+        self.rt.block_on(self.inner.kv_delete(key))
+    }
+
+    /// See [`Client::fault_isolate`].
+    pub fn fault_isolate(&self, isolate: bool) -> Result<(), ApiError> {
+        self.rt.block_on(self.inner.fault_isolate(isolate))
+    }
+}

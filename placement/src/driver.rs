@@ -105,6 +105,9 @@ pub fn open(
         id,
         election_tick: config.election_ticks,
         heartbeat_tick: config.heartbeat_ticks,
+        // Randomised election timeouts in [1, 1.5) x election_ticks, so a
+        // dead leader is replaced well within two election timeouts.
+        max_election_tick: config.election_ticks + (config.election_ticks / 2).max(2),
         applied,
         check_quorum: true,
         pre_vote: true,

@@ -673,7 +673,10 @@ mod tests {
         let s = DiskStorage::open(&dir, None).unwrap();
         assert_eq!(s.first_index().unwrap(), 11);
         assert_eq!(Storage::last_index(&s).unwrap(), 20);
-        assert_eq!(s.snapshot(0, 0).unwrap().get_data(), b"at15");
+        assert_eq!(s.snapshot(0, 1).unwrap().get_data(), b"at15");
+        // A peer the snapshot does not know of asks for a fresh one.
+        assert!(s.snapshot(0, 9).is_err());
+        assert!(s.take_snapshot_wanted());
         assert_eq!(s.term(10).unwrap(), 2);
     }
 
