@@ -3,6 +3,8 @@
 //!
 //! - [`engine`]: the executors, shard ownership by core, and the
 //!   [`Journal`] handle.
+//! - [`server`] and [`client`]: the journal RPC (port 1778), length-prefixed
+//!   flatbuffers frames ([`wire`]).
 //! - [`format`]: the batch and record framing on disk.
 //! - [`lifecycle`]: segment statuses and their allowed transitions.
 //! - [`meta`]: shard and segment metadata.
@@ -11,6 +13,7 @@
 //! - [`shard`]: one shard on its owner core: group commit, recovery, reads,
 //!   retention, group offsets.
 
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -22,8 +25,11 @@ pub mod offsets;
 pub mod record;
 pub mod role;
 pub mod segment;
+pub mod server;
 pub mod shard;
+pub mod wire;
 
+pub use client::{ClientError, JournalClient};
 pub use engine::{Journal, JournalOptions};
 pub use error::{JournalError, Result};
 pub use meta::{FsyncPolicy, ShardConfig};

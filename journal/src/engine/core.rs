@@ -31,7 +31,7 @@ pub fn owner(name: &str, cores: usize) -> usize {
 }
 
 /// Where a core runs and what it owns.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CoreSpec {
     /// This core's index.
     pub id: usize,
@@ -41,6 +41,8 @@ pub struct CoreSpec {
     pub root: PathBuf,
     /// How often retention runs.
     pub retention_check: Duration,
+    /// The RPC listener to serve, with the handle its connections use.
+    pub listen: Option<(std::net::SocketAddr, crate::engine::Journal)>,
 }
 
 struct Core {
@@ -67,6 +69,17 @@ pub async fn run_core(
         let _ = ready.send(Err(e));
         return;
     }
+    let server = match core.spec.listen.clone() {
+        Some((addr, journal)) => match crate::server::bind(addr) {
+            Ok(l) => Some(glommio::spawn_local(crate::server::serve(l, journal))),
+            Err(e) => {
+                core.close_all().await;
+                let _ = ready.send(Err(e));
+                return;
+            }
+        },
+        None => None,
+    };
     let _ = ready.send(Ok(()));
     let stopping = Rc::new(std::cell::Cell::new(false));
     let ticker = glommio::spawn_local(retention_loop(core.clone(), stopping.clone()));
@@ -92,6 +105,7 @@ pub async fn run_core(
         }
     }
     stopping.set(true);
+    drop(server);
     let _ = permits.acquire(MAX_IN_FLIGHT).await;
     core.close_all().await;
     drop(ticker);

@@ -5,6 +5,7 @@
 pub mod core;
 pub mod request;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub struct JournalOptions {
     pub retention_check: Duration,
     /// Memory each executor registers with io_uring for DMA buffers.
     pub io_memory: usize,
+    /// Serve the journal RPC on this address from every core (port 0 picks
+    /// a free port; see [`Journal::rpc_addr`]).
+    pub listen: Option<SocketAddr>,
 }
 
 impl JournalOptions {
@@ -45,12 +49,14 @@ impl JournalOptions {
             pin: false,
             retention_check: Duration::from_secs(10),
             io_memory: 2 << 20,
+            listen: None,
         }
     }
 }
 
 struct Inner {
     cores: Vec<flume::Sender<CoreMsg>>,
+    rpc_addr: Option<SocketAddr>,
     threads: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
 }
 
@@ -79,38 +85,44 @@ impl Journal {
         } else {
             opts.cores
         };
-        let mut senders = Vec::with_capacity(cores);
-        let mut threads = Vec::with_capacity(cores);
+        let rpc_addr = opts.listen.map(pick_port).transpose()?;
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..cores).map(|_| flume::bounded(CORE_QUEUE)).unzip();
+        let journal = Journal {
+            inner: Arc::new(Inner {
+                cores: senders,
+                rpc_addr,
+                threads: Mutex::new(Vec::new()),
+            }),
+        };
         let mut readies = Vec::with_capacity(cores);
-        for id in 0..cores {
-            let (tx, rx) = flume::bounded(CORE_QUEUE);
+        for (id, rx) in receivers.into_iter().enumerate() {
             let (ready_tx, ready_rx) = flume::bounded(1);
             let spec = CoreSpec {
                 id,
                 cores,
                 root: opts.dir.clone(),
                 retention_check: opts.retention_check,
+                listen: rpc_addr.map(|a| (a, journal.clone())),
             };
             let placement = if opts.pin {
                 Placement::Fixed(id)
             } else {
                 Placement::Unbound
             };
-            let handle = LocalExecutorBuilder::new(placement)
+            let started = LocalExecutorBuilder::new(placement)
                 .name(&format!("journal-{id}"))
                 .io_memory(opts.io_memory)
-                .spawn(move || run_core(spec, rx, ready_tx))
-                .map_err(|e| JournalError::io(format!("starting journal core {id}"), e))?;
-            senders.push(tx);
-            threads.push(handle);
+                .spawn(move || run_core(spec, rx, ready_tx));
+            match started {
+                Ok(handle) => journal.lock_threads().push(handle),
+                Err(e) => {
+                    journal.stop();
+                    return Err(JournalError::io(format!("starting journal core {id}"), e));
+                }
+            }
             readies.push(ready_rx);
         }
-        let journal = Journal {
-            inner: Arc::new(Inner {
-                cores: senders,
-                threads: Mutex::new(threads),
-            }),
-        };
         for ready in readies {
             let opened = ready.recv().unwrap_or(Err(JournalError::Stopped));
             if let Err(e) = opened {
@@ -119,6 +131,15 @@ impl Journal {
             }
         }
         Ok(journal)
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<glommio::ExecutorJoinHandle<()>>> {
+        self.inner.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The address the RPC server listens on, if it was asked for.
+    pub fn rpc_addr(&self) -> Option<SocketAddr> {
+        self.inner.rpc_addr
     }
 
     /// Closes every shard (flushing and syncing) and waits for the cores.
@@ -304,6 +325,18 @@ impl Journal {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// Replaces port 0 with a free port, so that every core binds the same one.
+fn pick_port(addr: SocketAddr) -> Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr)
+        .map_err(|e| JournalError::io(format!("binding {addr}"), e))?;
+    probe
+        .local_addr()
+        .map_err(|e| JournalError::io("reading the bound address", e))
 }
 
 fn unexpected(r: Response) -> JournalError {
