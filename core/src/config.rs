@@ -13,6 +13,9 @@ use robustmq_journal::config::JournalConfig;
 use robustmq_placement::config::PlacementConfig;
 use serde::Deserialize;
 
+use crate::acl::{Acl, AclRule, Permission};
+use crate::session::{DropPolicy, SessionConfig};
+
 /// The roles one `robust-server` process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,6 +63,21 @@ impl Default for ServerConfig {
     }
 }
 
+/// How a shared subscription group picks the member for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// A member at random.
+    Random,
+    /// The same member while it stays in the group.
+    Sticky,
+    /// A member chosen by a hash of the publisher's client id.
+    HashClientId,
+}
+
 /// The `[mqtt]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +86,47 @@ pub struct MqttConfig {
     pub addr: SocketAddr,
     /// How many cores run the broker; 0 means every core of the machine.
     pub cores: usize,
+    /// The longest keep-alive granted, in seconds; a longer (or zero) one
+    /// from a 5.0 client is answered with this as Server Keep Alive.
+    pub max_keepalive: u16,
+    /// The most client connections at once.
+    pub max_connections: usize,
+    /// The largest packet accepted, in bytes, fixed header included.
+    pub max_packet_size: u32,
+    /// The most QoS 1/2 messages in flight to one client.
+    pub max_inflight: u16,
+    /// The most messages queued for one session behind its inflight window.
+    pub max_queued_messages: usize,
+    /// What a full session queue drops: `drop_oldest` or `drop_newest`.
+    pub queue_drop_policy: DropPolicy,
+    /// Whether QoS 0 messages are queued for offline persistent sessions.
+    pub queue_qos0_offline: bool,
+    /// The most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// The most subscriptions one client may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// The receive maximum announced to clients (QoS 2 messages a client
+    /// may have unreleased).
+    pub receive_maximum: u16,
+    /// The topic alias maximum announced to clients.
+    pub topic_alias_maximum: u16,
+    /// The longest session expiry granted, in seconds.
+    pub max_session_expiry_secs: u32,
+    /// The most retained topics.
+    pub max_retained_messages: usize,
+    /// Bytes waiting to be written to one client before QoS 0 messages to
+    /// it are dropped (QoS 1/2 wait in the session queue instead).
+    pub max_outbound_buffer_bytes: usize,
+    /// How shared subscription groups pick a member.
+    pub shared_subscription_strategy: SharedStrategy,
+    /// Seconds between `$SYS` updates; 0 turns them off.
+    pub sys_interval_secs: u64,
+    /// What happens when no ACL rule matches.
+    pub acl_no_match: Permission,
+    /// ACL rules, first match wins.
+    pub acl: Vec<AclRule>,
 }
 
 impl Default for MqttConfig {
@@ -75,7 +134,76 @@ impl Default for MqttConfig {
         MqttConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
             cores: 0,
+            max_keepalive: 300,
+            max_connections: 1_000_000,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 32,
+            max_queued_messages: 1000,
+            queue_drop_policy: DropPolicy::DropOldest,
+            queue_qos0_offline: false,
+            max_topic_levels: 128,
+            max_subscriptions_per_client: 100,
+            connect_timeout_secs: 10,
+            receive_maximum: 32,
+            topic_alias_maximum: 64,
+            max_session_expiry_secs: 7 * 24 * 3600,
+            max_retained_messages: 1_000_000,
+            max_outbound_buffer_bytes: 4 * 1024 * 1024,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
+            sys_interval_secs: 5,
+            acl_no_match: Permission::Allow,
+            acl: Vec::new(),
         }
+    }
+}
+
+impl MqttConfig {
+    /// The limits of one session.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            max_inflight: self.max_inflight,
+            max_queued: self.max_queued_messages,
+            drop_policy: self.queue_drop_policy,
+            receive_maximum: self.receive_maximum,
+            topic_alias_maximum: self.topic_alias_maximum,
+            queue_qos0_offline: self.queue_qos0_offline,
+        }
+    }
+
+    /// The compiled ACL.
+    pub fn acl(&self) -> Result<Acl, ConfigError> {
+        Acl::new(&self.acl, self.acl_no_match)
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("mqtt.max_inflight", u64::from(self.max_inflight)),
+            ("mqtt.max_packet_size", u64::from(self.max_packet_size)),
+            ("mqtt.max_connections", self.max_connections as u64),
+            ("mqtt.max_topic_levels", self.max_topic_levels as u64),
+            ("mqtt.receive_maximum", u64::from(self.receive_maximum)),
+            ("mqtt.connect_timeout_secs", self.connect_timeout_secs),
+            (
+                "mqtt.max_outbound_buffer_bytes",
+                self.max_outbound_buffer_bytes as u64,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.to_string(),
+                    problem: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.max_packet_size > 268_435_460 {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.max_packet_size".into(),
+                problem: "MQTT packets cannot exceed 268435460 bytes".into(),
+            });
+        }
+        self.acl().map(|_| ())
     }
 }
 
@@ -102,7 +230,7 @@ pub enum ConfigError {
     #[error("invalid config: `{key}`: {problem}")]
     Invalid {
         /// The dotted key.
-        key: &'static str,
+        key: String,
         /// What is wrong with it.
         problem: String,
     },
@@ -132,11 +260,11 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.roles.is_empty() {
             return Err(ConfigError::Invalid {
-                key: "roles",
+                key: "roles".into(),
                 problem: "at least one role is needed".into(),
             });
         }
-        Ok(())
+        self.mqtt.validate()
     }
 }
 
@@ -164,6 +292,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node_id"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_acl_example_parses() {
+        let text = r#"
+            [mqtt]
+            max_keepalive = 60
+            [[mqtt.acl]]
+            permission = "deny"
+            action = "subscribe"
+            topic = "test/nosubscribe"
+        "#;
+        let c = ServerConfig::from_toml(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.mqtt.max_keepalive, 60);
+        assert_eq!(c.mqtt.acl.len(), 1);
+    }
+
+    #[test]
+    fn zero_limits_and_bad_acl_rules_are_named() {
+        let err = ServerConfig::from_toml("[mqtt]\nmax_inflight = 0\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.max_inflight"), "{err}");
+        let text = "[[mqtt.acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"a/#/b\"\n";
+        let err = ServerConfig::from_toml(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.acl[0].topic"), "{err}");
+        let text = "[[mqtt.acl]]\npermission = \"maybe\"\naction = \"all\"\ntopic = \"a\"\n";
+        let err = ServerConfig::from_toml(text, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
     }
 
     #[test]

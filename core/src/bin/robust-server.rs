@@ -25,6 +25,9 @@ struct Cli {
     /// Where data is kept (`data_dir`).
     #[arg(long, env = "ROBUSTMQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Roles to run (`roles`), comma separated: mqtt,journal,placement.
+    #[arg(long, env = "ROBUSTMQ_ROLES", value_delimiter = ',')]
+    roles: Option<Vec<String>>,
     /// Cores that run the broker (`mqtt.cores`); 0 is all.
     #[arg(long, env = "ROBUSTMQ_CORES")]
     cores: Option<usize>,
@@ -43,6 +46,19 @@ fn load(cli: &Cli) -> Result<ServerConfig, String> {
     }
     if let Some(v) = &cli.data_dir {
         config.data_dir = v.clone();
+    }
+    if let Some(roles) = &cli.roles {
+        config.roles = roles
+            .iter()
+            .map(|r| match r.trim() {
+                "mqtt" => Ok(Role::Mqtt),
+                "journal" => Ok(Role::Journal),
+                "placement" => Ok(Role::Placement),
+                other => Err(format!(
+                    "--roles: unknown role `{other}` (mqtt, journal, placement)"
+                )),
+            })
+            .collect::<Result<_, _>>()?;
     }
     if let Some(v) = cli.cores {
         config.mqtt.cores = v;
@@ -65,7 +81,10 @@ fn start_role(role: Role, config: &ServerConfig) -> Result<Stopper, String> {
     match role {
         Role::Placement => start_placement(config),
         Role::Journal => start_journal(config),
-        Role::Mqtt => Err("the mqtt role is not built yet".to_string()),
+        Role::Mqtt => {
+            let r = robustmq_core::runtime::start(config)?;
+            Ok(Box::new(move || r.stop()))
+        }
     }
 }
 

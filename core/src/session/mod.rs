@@ -233,19 +233,23 @@ impl Session {
         }
     }
 
-    /// Attaches a connection. Unacknowledged messages are sent again (DUP
-    /// set, PUBREL for those past PUBREC), then the queue fills the window.
+    /// Attaches a connection. The caller sends CONNACK next, then calls
+    /// [`Session::resume`].
     pub fn attach(&mut self, params: LinkParams, now: Instant) {
         self.link = Some(Link::new(params, now));
         self.out.clear();
+    }
+
+    /// Sends unacknowledged messages again (DUP set, PUBREL for those past
+    /// PUBREC), then fills the window from the queue.
+    pub fn resume(&mut self, now: Instant) {
         let inflight = std::mem::take(&mut self.inflight);
         for (packet_id, state) in inflight {
             match &state {
                 Outbound::Qos1Sent(d) | Outbound::Qos2Sent(d) => {
-                    if let Some(p) = self.build_publish(d, packet_id, true, now) {
-                        self.out.push(Packet::Publish(p));
-                    } else {
-                        continue;
+                    match self.build_publish(d, packet_id, true, now) {
+                        Some(p) => self.out.push(Packet::Publish(p)),
+                        None => continue,
                     }
                 }
                 Outbound::Qos2Released => {
@@ -255,6 +259,11 @@ impl Session {
             self.inflight.push_back((packet_id, state));
         }
         self.pump(now);
+    }
+
+    /// Every subscription filter, for cleaning up the router.
+    pub fn drain_subscriptions(&mut self) -> Vec<(ByteString, Subscription)> {
+        self.subscriptions.drain().collect()
     }
 
     /// Detaches the connection; the session keeps its state.

@@ -36,6 +36,11 @@ fn session(config: SessionConfig) -> Session {
     Session::new(ByteString::from_static("c"), config)
 }
 
+fn connect(s: &mut Session, params: LinkParams, now: Instant) {
+    s.attach(params, now);
+    s.resume(now);
+}
+
 fn v5(keep_alive: u16) -> LinkParams {
     LinkParams::new(ProtocolVersion::V5, keep_alive)
 }
@@ -55,7 +60,7 @@ fn publishes(s: &mut Session) -> Vec<(u16, bool, Bytes)> {
 fn qos1_outbound_flow_and_unknown_puback() {
     let now = Instant::now();
     let mut s = session(SessionConfig::default());
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     s.deliver(delivery(b"a", QoS::AtLeastOnce), now);
     let sent = publishes(&mut s);
     assert_eq!(sent, vec![(1, false, Bytes::from_static(b"a"))]);
@@ -70,7 +75,7 @@ fn qos1_outbound_flow_and_unknown_puback() {
 fn qos2_outbound_survives_reconnect_at_each_step() {
     let now = Instant::now();
     let mut s = session(SessionConfig::default());
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     s.deliver(delivery(b"x", QoS::ExactlyOnce), now);
     assert_eq!(
         publishes(&mut s),
@@ -78,13 +83,13 @@ fn qos2_outbound_survives_reconnect_at_each_step() {
     );
     // Connection lost before PUBREC: PUBLISH again with DUP.
     s.detach();
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     assert_eq!(publishes(&mut s), vec![(1, true, Bytes::from_static(b"x"))]);
     s.on_pubrec(1, ReasonCode::SUCCESS, now).unwrap();
     assert!(matches!(s.take_packets()[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
     // Lost after PUBREL: PUBREL again, not the message.
     s.detach();
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     assert!(matches!(s.take_packets()[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
     s.on_pubcomp(1, now).unwrap();
     assert_eq!(s.inflight_len(), 0);
@@ -94,7 +99,7 @@ fn qos2_outbound_survives_reconnect_at_each_step() {
 fn pubrec_with_error_ends_the_exchange() {
     let now = Instant::now();
     let mut s = session(SessionConfig::default());
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     s.deliver(delivery(b"x", QoS::ExactlyOnce), now);
     s.take_packets();
     s.on_pubrec(1, ReasonCode::QUOTA_EXCEEDED, now).unwrap();
@@ -109,7 +114,7 @@ fn inflight_window_holds_back_and_keeps_order() {
         max_inflight: 2,
         ..Default::default()
     });
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     for p in [&b"1"[..], b"2", b"3", b"4", b"5"] {
         let p: &'static [u8] = Box::leak(p.to_vec().into_boxed_slice());
         s.deliver(delivery(p, QoS::AtLeastOnce), now);
@@ -125,7 +130,7 @@ fn inflight_window_holds_back_and_keeps_order() {
     let mut params = v5(0);
     params.client_receive_maximum = 1;
     let mut s = session(SessionConfig::default());
-    s.attach(params, now);
+    connect(&mut s, params, now);
     s.deliver(delivery(b"a", QoS::AtLeastOnce), now);
     s.deliver(delivery(b"b", QoS::AtLeastOnce), now);
     assert_eq!(publishes(&mut s).len(), 1);
@@ -138,7 +143,7 @@ fn qos0_is_not_windowed() {
         max_inflight: 1,
         ..Default::default()
     });
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     for _ in 0..10 {
         s.deliver(delivery(b"z", QoS::AtMostOnce), now);
     }
@@ -163,7 +168,7 @@ fn bounded_queue_drops_by_policy() {
         s.deliver(delivery(b"3", QoS::AtLeastOnce), now);
         assert_eq!(s.queued_len(), 2);
         assert_eq!(s.counters().dropped_queue_full, 1);
-        s.attach(v5(0), now);
+        connect(&mut s, v5(0), now);
         let sent = publishes(&mut s);
         assert_eq!(sent.last().unwrap().2, kept, "{policy:?}");
     }
@@ -176,7 +181,7 @@ fn offline_qos0_is_dropped_and_qos1_kept() {
     s.deliver(delivery(b"zero", QoS::AtMostOnce), now);
     s.deliver(delivery(b"one", QoS::AtLeastOnce), now);
     assert_eq!(s.counters().dropped_offline_qos0, 1);
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     let sent = publishes(&mut s);
     assert_eq!(sent, vec![(1, false, Bytes::from_static(b"one"))]);
 }
@@ -185,7 +190,7 @@ fn offline_qos0_is_dropped_and_qos1_kept() {
 fn inbound_qos2_is_exactly_once_across_reconnects() {
     let now = Instant::now();
     let mut s = session(SessionConfig::default());
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     let mut p = Publish {
         qos: QoS::ExactlyOnce,
         topic: ByteString::from_static("t"),
@@ -196,7 +201,7 @@ fn inbound_qos2_is_exactly_once_across_reconnects() {
     s.ack_publish(QoS::ExactlyOnce, 9, ReasonCode::SUCCESS);
     // The client did not see PUBREC and sends again, on a new connection.
     s.detach();
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     p.dup = true;
     assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::Duplicate));
     s.on_pubrel(9, now);
@@ -219,7 +224,7 @@ fn inbound_receive_maximum_is_enforced() {
         receive_maximum: 2,
         ..Default::default()
     });
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     for id in 1..=2 {
         let mut p = Publish {
             qos: QoS::ExactlyOnce,
@@ -245,7 +250,7 @@ fn inbound_receive_maximum_is_enforced() {
 fn keep_alive_with_a_fake_clock() {
     let start = Instant::now();
     let mut s = session(SessionConfig::default());
-    s.attach(v5(10), start);
+    connect(&mut s, v5(10), start);
     assert!(!s.keep_alive_expired(start + Duration::from_secs(15)));
     assert!(s.keep_alive_expired(start + Duration::from_millis(15_001)));
     s.touch(start + Duration::from_secs(14));
@@ -253,7 +258,7 @@ fn keep_alive_with_a_fake_clock() {
     assert!(s.keep_alive_expired(start + Duration::from_millis(29_001)));
     // Keep-alive 0 never expires.
     let mut s = session(SessionConfig::default());
-    s.attach(v5(0), start);
+    connect(&mut s, v5(0), start);
     assert!(!s.keep_alive_expired(start + Duration::from_secs(100_000)));
 }
 
@@ -264,7 +269,7 @@ fn inbound_topic_aliases() {
         topic_alias_maximum: 5,
         ..Default::default()
     });
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     let mut first = Publish {
         topic: ByteString::from_static("long/topic"),
         properties: Properties {
@@ -315,7 +320,7 @@ fn outbound_topic_aliases() {
     let mut params = v5(0);
     params.client_topic_alias_maximum = 1;
     let mut s = session(SessionConfig::default());
-    s.attach(params, now);
+    connect(&mut s, params, now);
     let other = Delivery {
         message: message("other", b"o", QoS::AtMostOnce),
         qos: QoS::AtMostOnce,
@@ -362,7 +367,7 @@ fn message_expiry_is_enforced_and_forwarded() {
     };
     // Queued while offline for 4 s: 6 s are left when it goes out.
     s.deliver(d.clone(), now);
-    s.attach(v5(0), now + Duration::from_secs(4));
+    connect(&mut s, v5(0), now + Duration::from_secs(4));
     let packets = s.take_packets();
     let Some(Packet::Publish(p)) = packets.first() else {
         panic!("expected a PUBLISH")
@@ -372,7 +377,7 @@ fn message_expiry_is_enforced_and_forwarded() {
     // Offline past its expiry: never delivered.
     let mut s = session(SessionConfig::default());
     s.deliver(d, now);
-    s.attach(v5(0), now + Duration::from_secs(11));
+    connect(&mut s, v5(0), now + Duration::from_secs(11));
     assert!(s.take_packets().is_empty());
     assert_eq!(s.counters().dropped_expired, 1);
 }
@@ -383,7 +388,7 @@ fn packets_larger_than_the_client_accepts_are_dropped() {
     let mut params = v5(0);
     params.client_maximum_packet_size = 20;
     let mut s = session(SessionConfig::default());
-    s.attach(params, now);
+    connect(&mut s, params, now);
     s.deliver(delivery(b"small", QoS::AtLeastOnce), now);
     s.deliver(
         delivery(b"a payload that is far too large", QoS::AtLeastOnce),
@@ -401,7 +406,7 @@ fn packet_ids_skip_those_in_use() {
         max_inflight: 100,
         ..Default::default()
     });
-    s.attach(v5(0), now);
+    connect(&mut s, v5(0), now);
     s.next_packet_id = u16::MAX;
     s.deliver(delivery(b"a", QoS::AtLeastOnce), now);
     s.deliver(delivery(b"b", QoS::AtLeastOnce), now);

@@ -1,0 +1,264 @@
+//! Packets from clients, and the way of a message: ACL, retained store,
+//! other cores through the route index, this core's trie, sessions.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+use robustmq_protocol::mqtt::{Packet, Publish, QoS, ReasonCode, SubscriptionOptions};
+use robustmq_protocol::topic;
+
+use super::mesh::CoreMsg;
+use super::{ConnId, CoreBroker, SubKey};
+use crate::acl::{Access, ClientInfo};
+use crate::message::{Message, SharedMessage};
+use crate::session::{Delivery, InboundPublish};
+
+impl CoreBroker {
+    /// A packet from a connected client.
+    pub fn on_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+            return;
+        };
+        let result = match packet {
+            Packet::Publish(p) => self.on_publish(conn, &client_id, p, now),
+            Packet::PubAck(r) => self.with_session(&client_id, |s| s.on_puback(r.packet_id, now)),
+            Packet::PubRec(r) => {
+                self.with_session(&client_id, |s| s.on_pubrec(r.packet_id, r.reason_code, now))
+            }
+            Packet::PubRel(r) => self.with_session(&client_id, |s| {
+                s.on_pubrel(r.packet_id, now);
+                Ok(())
+            }),
+            Packet::PubComp(r) => self.with_session(&client_id, |s| s.on_pubcomp(r.packet_id, now)),
+            Packet::Subscribe(s) => self.on_subscribe(conn, &client_id, s, now),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(&client_id, u, now),
+            Packet::PingReq => self.with_session(&client_id, |s| {
+                s.touch(now);
+                s.send(Packet::PingResp);
+                Ok(())
+            }),
+            Packet::Disconnect(d) => {
+                self.on_disconnect(conn, d, now);
+                return;
+            }
+            // A second CONNECT, AUTH without an authentication method, or a
+            // packet only a server sends.
+            _ => Err(ReasonCode::PROTOCOL_ERROR),
+        };
+        match result {
+            Ok(()) => self.dirty.insert(conn),
+            Err(reason) => {
+                tracing::debug!(%client_id, %reason, "closing connection");
+                self.on_protocol_error(conn, reason, now);
+                true
+            }
+        };
+    }
+
+    fn with_session(
+        &mut self,
+        client_id: &str,
+        f: impl FnOnce(&mut crate::session::Session) -> Result<(), ReasonCode>,
+    ) -> Result<(), ReasonCode> {
+        match self.sessions.get_mut(client_id) {
+            Some(entry) => f(&mut entry.session),
+            None => Err(ReasonCode::UNSPECIFIED_ERROR),
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        conn: ConnId,
+        client_id: &ByteString,
+        mut publish: Publish,
+        now: Instant,
+    ) -> Result<(), ReasonCode> {
+        self.metrics().messages_received.fetch_add(1, Relaxed);
+        let entry = self
+            .sessions
+            .get_mut(client_id)
+            .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
+        let v5 = entry.session.version().is_some_and(|v| v.is_v5());
+        if v5 && !publish.properties.subscription_identifiers.is_empty() {
+            return Err(ReasonCode::PROTOCOL_ERROR);
+        }
+        let inbound = entry.session.on_publish(&mut publish, now)?;
+        if topic::level_count(&publish.topic) > self.ctx.config.max_topic_levels {
+            return Err(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        let (qos, packet_id) = (publish.qos, publish.packet_id);
+        let info = ClientInfo {
+            client_id,
+            username: entry.username.as_deref(),
+            ip: entry.ip,
+        };
+        let allowed = self.ctx.acl.check(&info, Access::Publish, &publish.topic);
+        let reason = if !allowed {
+            tracing::debug!(%client_id, topic = %publish.topic, "publish denied by ACL");
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
+        };
+        if allowed && inbound == InboundPublish::New {
+            let message = Message::from_publish(publish, client_id.clone(), now);
+            self.publish_message(Arc::new(message), now);
+        }
+        let entry = self
+            .sessions
+            .get_mut(client_id)
+            .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
+        // 3.x has no reason codes: a refused message is acknowledged as
+        // usual and dropped.
+        let reason = if v5 { reason } else { ReasonCode::SUCCESS };
+        entry.session.ack_publish(qos, packet_id, reason);
+        self.dirty.insert(conn);
+        Ok(())
+    }
+
+    /// Routes a message: retained store (every core's replica), other
+    /// cores with a matching route, then this core's subscribers.
+    pub fn publish_message(&mut self, message: SharedMessage, now: Instant) {
+        if message.retain {
+            self.retained.apply(message.clone());
+            for core in (0..self.ctx.cores).filter(|c| *c != self.ctx.core) {
+                self.outbox.push(core, CoreMsg::Retain(message.clone()));
+            }
+        }
+        let mut cores: u128 = 0;
+        self.routes
+            .for_each_match(&message.topic, |core, _| cores |= 1 << *core);
+        cores &= !(1u128 << self.ctx.core);
+        while cores != 0 {
+            let core = cores.trailing_zeros() as usize;
+            cores &= cores - 1;
+            self.outbox.push_publish(core, message.clone());
+        }
+        self.deliver_local(&message, now);
+    }
+
+    /// Delivers a message to this core's matching subscribers: one delivery
+    /// per client at the highest granted QoS with every matching
+    /// subscription identifier; one member per shared group.
+    pub(super) fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
+        let mut clients: Vec<(ByteString, SubscriptionOptions, Vec<u32>)> = Vec::new();
+        let mut groups: Vec<ByteString> = Vec::new();
+        self.trie
+            .for_each_match(&message.topic, |key, sub| match key {
+                SubKey::Client(id) => {
+                    if sub.options.no_local && *id == message.publisher {
+                        return;
+                    }
+                    match clients.iter_mut().find(|(c, _, _)| c == id) {
+                        Some((_, options, ids)) => {
+                            options.qos = options.qos.max(sub.options.qos);
+                            options.retain_as_published |= sub.options.retain_as_published;
+                            ids.extend(sub.id);
+                        }
+                        None => {
+                            clients.push((id.clone(), sub.options, sub.id.into_iter().collect()))
+                        }
+                    }
+                }
+                SubKey::Group(key) => groups.push(key.clone()),
+            });
+        for (client_id, options, ids) in clients {
+            self.deliver_with_ids(&client_id, message, options, ids, now);
+        }
+        for key in groups {
+            self.deliver_to_group(&key, message, now);
+        }
+    }
+
+    fn deliver_to_group(&mut self, key: &str, message: &SharedMessage, now: Instant) {
+        let strategy = self.ctx.config.shared_subscription_strategy;
+        let random = self.next_random();
+        let Some(group) = self.groups.get_mut(key) else {
+            return;
+        };
+        let Some(member) = group.pick(strategy, random, &message.publisher).cloned() else {
+            return;
+        };
+        if member.core == self.ctx.core {
+            self.deliver_to_client(
+                &member.client_id,
+                message,
+                member.options,
+                member.subscription_id,
+                now,
+            );
+        } else {
+            self.outbox.push(
+                member.core,
+                CoreMsg::ShareDeliver {
+                    client_id: member.client_id,
+                    message: message.clone(),
+                    options: member.options,
+                    subscription_id: member.subscription_id,
+                },
+            );
+        }
+    }
+
+    /// Delivers to one client of this core with one subscription's options.
+    pub(super) fn deliver_to_client(
+        &mut self,
+        client_id: &str,
+        message: &SharedMessage,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+        now: Instant,
+    ) {
+        self.deliver_with_ids(client_id, message, options, id.into_iter().collect(), now);
+    }
+
+    fn deliver_with_ids(
+        &mut self,
+        client_id: &str,
+        message: &SharedMessage,
+        options: SubscriptionOptions,
+        subscription_ids: Vec<u32>,
+        now: Instant,
+    ) {
+        let Some(entry) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        let delivery = Delivery {
+            message: message.clone(),
+            qos: message.qos.min(options.qos),
+            retain: options.retain_as_published && message.retain,
+            subscription_ids,
+        };
+        let before = entry.session.counters();
+        entry.session.deliver(delivery, now);
+        let after = entry.session.counters();
+        let dropped = (after.dropped_queue_full - before.dropped_queue_full)
+            + (after.dropped_offline_qos0 - before.dropped_offline_qos0)
+            + (after.dropped_expired - before.dropped_expired)
+            + (after.dropped_too_large - before.dropped_too_large);
+        let conn = entry.conn;
+        if dropped > 0 {
+            self.metrics().messages_dropped.fetch_add(dropped, Relaxed);
+        }
+        self.mark_dirty(conn);
+    }
+
+    /// Builds a broker-originated message (wills, `$SYS`).
+    pub(super) fn broker_message(
+        topic: String,
+        payload: bytes::Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> SharedMessage {
+        Arc::new(Message {
+            topic: ByteString::from(topic),
+            payload,
+            qos,
+            retain,
+            expires_at: None,
+            properties: Default::default(),
+            publisher: ByteString::from_static("$SYS"),
+        })
+    }
+}

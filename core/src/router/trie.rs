@@ -1,0 +1,219 @@
+//! A topic trie: topic filters, level by level, each with its subscribers.
+//!
+//! Matching walks the trie with an explicit stack, never recursion, so a
+//! topic with many levels cannot exhaust the thread's stack.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+#[derive(Debug)]
+struct Node<K, V> {
+    children: HashMap<Box<str>, Node<K, V>>,
+    subscribers: HashMap<K, V>,
+}
+
+impl<K, V> Default for Node<K, V> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            subscribers: HashMap::new(),
+        }
+    }
+}
+
+impl<K, V> Node<K, V> {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty()
+    }
+}
+
+/// Topic filters mapped to subscribers `K` with a value `V` each.
+#[derive(Debug)]
+pub struct TopicTrie<K, V> {
+    root: Node<K, V>,
+    filters: usize,
+}
+
+impl<K, V> Default for TopicTrie<K, V> {
+    fn default() -> Self {
+        TopicTrie {
+            root: Node::default(),
+            filters: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
+    /// An empty trie.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many distinct filters have at least one subscriber.
+    pub fn filter_count(&self) -> usize {
+        self.filters
+    }
+
+    /// Adds or replaces `key`'s subscription to `filter`. Returns whether
+    /// the filter had no subscriber before (the first one).
+    pub fn insert(&mut self, filter: &str, key: K, value: V) -> bool {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let first = node.subscribers.is_empty();
+        node.subscribers.insert(key, value);
+        if first {
+            self.filters += 1;
+        }
+        first
+    }
+
+    /// Removes `key`'s subscription to `filter`. Returns the value, and
+    /// whether the filter has no subscriber left.
+    pub fn remove(&mut self, filter: &str, key: &K) -> Option<(V, bool)> {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let (value, last) = Self::remove_at(&mut self.root, &levels, key)?;
+        if last {
+            self.filters -= 1;
+        }
+        Some((value, last))
+    }
+
+    /// Walks down to the filter's node, removes the key, then prunes empty
+    /// nodes on the way back. Iterative: the path is kept as raw levels and
+    /// the trie re-walked per pruned level (depth is bounded by the filter).
+    fn remove_at(root: &mut Node<K, V>, levels: &[&str], key: &K) -> Option<(V, bool)> {
+        let mut node = &mut *root;
+        for level in levels {
+            node = node.children.get_mut(*level)?;
+        }
+        let value = node.subscribers.remove(key)?;
+        let last = node.subscribers.is_empty();
+        // Prune: from the deepest level up, drop children left empty.
+        for depth in (0..levels.len()).rev() {
+            let mut parent = &mut *root;
+            for level in &levels[..depth] {
+                match parent.children.get_mut(*level) {
+                    Some(n) => parent = n,
+                    None => return Some((value, last)),
+                }
+            }
+            let empty = parent
+                .children
+                .get(levels[depth])
+                .is_some_and(|child| child.is_empty());
+            if !empty {
+                break;
+            }
+            parent.children.remove(levels[depth]);
+        }
+        Some((value, last))
+    }
+
+    /// Whether `key` subscribes to exactly `filter`.
+    pub fn get(&self, filter: &str, key: &K) -> Option<&V> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.subscribers.get(key)
+    }
+
+    /// Calls `visit` with every subscription whose filter matches `topic`
+    /// (a topic name), with the filter's node subscribers. `$` topics are
+    /// not matched by a wildcard in the first level.
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&K, &V)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        let mut stack: Vec<(&Node<K, V>, usize)> = vec![(&self.root, 0)];
+        while let Some((node, depth)) = stack.pop() {
+            let wildcards_allowed = !(dollar && depth == 0);
+            if wildcards_allowed {
+                if let Some(hash) = node.children.get("#") {
+                    hash.subscribers.iter().for_each(|(k, v)| visit(k, v));
+                }
+            }
+            if depth == levels.len() {
+                node.subscribers.iter().for_each(|(k, v)| visit(k, v));
+                continue;
+            }
+            if wildcards_allowed {
+                if let Some(plus) = node.children.get("+") {
+                    stack.push((plus, depth + 1));
+                }
+            }
+            if let Some(child) = node.children.get(levels[depth]) {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use robustmq_protocol::topic::matches;
+
+    fn matched(trie: &TopicTrie<&'static str, ()>, topic: &str) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        trie.for_each_match(topic, |k, _| out.push(*k));
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn matches_like_the_specification() {
+        let filters = [
+            "a/b", "a/+", "a/#", "#", "+/b", "+", "$SYS/#", "$SYS/+", "a/+/c", "/+", "+/+",
+        ];
+        let mut trie = TopicTrie::new();
+        for f in filters {
+            trie.insert(f, f, ());
+        }
+        for topic in [
+            "a/b", "a", "a/b/c", "$SYS/x", "/x", "b", "x/b", "a/", "$SYS",
+        ] {
+            let mut expected: Vec<&str> = filters
+                .iter()
+                .copied()
+                .filter(|f| matches(f, topic))
+                .collect();
+            expected.sort();
+            assert_eq!(matched(&trie, topic), expected, "topic {topic}");
+        }
+    }
+
+    #[test]
+    fn first_and_last_subscriber_are_reported() {
+        let mut trie = TopicTrie::new();
+        assert!(trie.insert("a/+", "c1", 1));
+        assert!(!trie.insert("a/+", "c2", 2));
+        assert!(!trie.insert("a/+", "c1", 3), "replace is not a first");
+        assert_eq!(trie.filter_count(), 1);
+        assert_eq!(trie.get("a/+", &"c1"), Some(&3));
+        assert_eq!(trie.remove("a/+", &"c1"), Some((3, false)));
+        assert_eq!(trie.remove("a/+", &"c1"), None);
+        assert_eq!(trie.remove("a/+", &"c2"), Some((2, true)));
+        assert_eq!(trie.filter_count(), 0);
+        assert!(trie.root.is_empty(), "empty nodes are pruned");
+    }
+
+    #[test]
+    fn pruning_keeps_other_branches() {
+        let mut trie = TopicTrie::new();
+        trie.insert("a/b/c", "x", ());
+        trie.insert("a/b", "y", ());
+        trie.remove("a/b/c", &"x");
+        assert_eq!(matched(&trie, "a/b"), vec!["y"]);
+        assert!(matched(&trie, "a/b/c").is_empty());
+    }
+
+    #[test]
+    fn deep_topics_do_not_recurse() {
+        let mut trie = TopicTrie::new();
+        trie.insert("#", "all", ());
+        let deep = "a/".repeat(50_000) + "z";
+        assert_eq!(matched(&trie, &deep), vec!["all"]);
+    }
+}

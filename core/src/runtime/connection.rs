@@ -1,0 +1,336 @@
+//! One client connection: read CONNECT, hand the socket to the owner core
+//! if needed, then a read loop feeding the broker and a write task
+//! draining the connection's buffer, one write per batch.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::net::TcpStream;
+use glommio::GlommioError;
+use robustmq_protocol::mqtt::{
+    ConnAck, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode,
+};
+
+use super::core_loop::{is_qos0_publish, Core};
+use super::notify::LocalNotify;
+use super::HandOff;
+use crate::broker::{route_connect, ConnId, ConnectRoute};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The write side of a connection, shared by the core's tasks.
+pub(crate) struct ConnIo {
+    buf: RefCell<BytesMut>,
+    version: ProtocolVersion,
+    writer: LocalNotify,
+    drained: LocalNotify,
+    closed: Cell<bool>,
+    fd: RawFd,
+}
+
+impl ConnIo {
+    fn new(version: ProtocolVersion, fd: RawFd) -> Self {
+        ConnIo {
+            buf: RefCell::new(BytesMut::with_capacity(4096)),
+            version,
+            writer: LocalNotify::default(),
+            drained: LocalNotify::default(),
+            closed: Cell::new(false),
+            fd,
+        }
+    }
+
+    /// Encodes packets into the write buffer. QoS 0 messages are dropped
+    /// while the buffer is over `limit` (a slow reader). Returns (PUBLISH
+    /// packets written, dropped).
+    pub(crate) fn encode(&self, packets: Vec<Packet>, limit: usize) -> (u64, u64) {
+        let mut buf = self.buf.borrow_mut();
+        let (mut sent, mut dropped) = (0, 0);
+        for p in packets {
+            if is_qos0_publish(&p) && buf.len() >= limit {
+                dropped += 1;
+                continue;
+            }
+            if matches!(p, Packet::Publish(_)) {
+                sent += 1;
+            }
+            if let Err(e) = p.encode(self.version, &mut buf) {
+                tracing::warn!("cannot encode {:?}: {e}", p.packet_type());
+            }
+        }
+        (sent, dropped)
+    }
+
+    pub(crate) fn wake_writer(&self) {
+        self.writer.notify();
+    }
+
+    /// The broker closed the connection: write what is left, then close.
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+        self.writer.notify();
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.borrow().len()
+    }
+}
+
+enum FirstPacket {
+    Connect(Box<Connect>),
+    Invalid(DecodeError),
+    Closed,
+}
+
+/// Reads until CONNECT is decoded.
+async fn read_connect(
+    stream: &mut TcpStream,
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+) -> glommio::Result<FirstPacket, ()> {
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(Packet::Connect(c))) => return Ok(FirstPacket::Connect(c)),
+            Ok(Some(_)) => unreachable!("a server decoder yields CONNECT first"),
+            Ok(None) => {}
+            Err(e) => return Ok(FirstPacket::Invalid(e)),
+        }
+        let start = buf.len();
+        buf.resize(start + 1024, 0);
+        let n = stream.read(&mut buf[start..]).await?;
+        buf.truncate(start + n);
+        if n == 0 {
+            return Ok(FirstPacket::Closed);
+        }
+    }
+}
+
+/// A connection accepted on this core.
+pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let config = core.config();
+    let mut decoder = Decoder::new(config.max_packet_size as usize);
+    let mut buf = BytesMut::with_capacity(1024);
+    let timeout = Duration::from_secs(config.connect_timeout_secs);
+    let first =
+        glommio::timer::timeout(timeout, read_connect(&mut stream, &mut decoder, &mut buf)).await;
+    let mut connect = match first {
+        Ok(FirstPacket::Connect(c)) => c,
+        Ok(FirstPacket::Invalid(e)) => {
+            tracing::debug!(?peer, "invalid first packet: {e}");
+            if matches!(
+                e,
+                DecodeError::UnsupportedProtocolVersion(_) | DecodeError::ProtocolNameMismatch(_)
+            ) {
+                // The client's version is unknown: answer in 3.1.1's form.
+                let ack = ConnAck {
+                    reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    ..Default::default()
+                };
+                write_and_close(&mut stream, ProtocolVersion::V3_1_1, ack).await;
+            }
+            return;
+        }
+        Ok(FirstPacket::Closed) => return,
+        Err(GlommioError::TimedOut(_)) => {
+            tracing::debug!(?peer, "no CONNECT in time");
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(?peer, "read failed before CONNECT: {e}");
+            return;
+        }
+    };
+    let version = connect.protocol;
+    match route_connect(&mut connect, core.cores(), || core.assign_client_id()) {
+        ConnectRoute::Refuse(ack) => write_and_close(&mut stream, version, *ack).await,
+        ConnectRoute::Owner {
+            core: owner,
+            assigned,
+        } if owner != core.id() => match dup_fd(stream.as_raw_fd()) {
+            Ok(fd) => core.hand_off(
+                owner,
+                HandOff {
+                    fd,
+                    connect,
+                    assigned,
+                    leftover: buf.freeze(),
+                    peer,
+                },
+            ),
+            Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
+        },
+        ConnectRoute::Owner { assigned, .. } => {
+            serve_connected(core, stream, decoder, buf, connect, assigned, peer).await
+        }
+    }
+}
+
+/// A connection handed over by the core that read its CONNECT.
+pub(crate) async fn serve_handed_off(core: Rc<Core>, h: HandOff) {
+    // SAFETY: the descriptor was duplicated for this hand-over and is owned
+    // by `h.fd` alone; the stream takes that ownership.
+    let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+    let config = core.config();
+    let decoder = Decoder::with_version(h.connect.protocol, config.max_packet_size as usize);
+    let buf = BytesMut::from(&h.leftover[..]);
+    serve_connected(core, stream, decoder, buf, h.connect, h.assigned, h.peer).await;
+}
+
+fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: dup has no memory-safety preconditions; it returns a new
+    // descriptor or -1.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+async fn write_and_close(stream: &mut TcpStream, version: ProtocolVersion, ack: ConnAck) {
+    let mut out = BytesMut::new();
+    if Packet::ConnAck(ack).encode(version, &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+    }
+}
+
+async fn serve_connected(
+    core: Rc<Core>,
+    stream: TcpStream,
+    decoder: Decoder,
+    buf: BytesMut,
+    connect: Box<Connect>,
+    assigned: bool,
+    peer: Option<SocketAddr>,
+) {
+    let conn_id = core.new_conn_id();
+    let io = Rc::new(ConnIo::new(connect.protocol, stream.as_raw_fd()));
+    core.conns.borrow_mut().insert(conn_id, io.clone());
+    let ip = peer.map(|p| p.ip());
+    core.broker
+        .borrow_mut()
+        .on_connect(conn_id, connect, assigned, ip, Instant::now());
+    core.flush();
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(core.clone(), io.clone(), writer));
+    read_loop(&core, conn_id, &io, reader, decoder, buf).await;
+    if !io.closed.get() {
+        core.broker
+            .borrow_mut()
+            .on_connection_lost(conn_id, Instant::now());
+        core.flush();
+        io.close();
+    }
+    writer_task.await;
+    core.conns.borrow_mut().remove(&conn_id);
+}
+
+/// Decodes and hands to the broker what is buffered, then reads more;
+/// returns when the socket ends or the broker closes the connection.
+async fn read_loop(
+    core: &Rc<Core>,
+    conn_id: ConnId,
+    io: &ConnIo,
+    mut reader: ReadHalf<TcpStream>,
+    mut decoder: Decoder,
+    mut buf: BytesMut,
+) {
+    let config = core.config();
+    let limit = config.max_outbound_buffer_bytes;
+    loop {
+        let now = Instant::now();
+        let mut failed = false;
+        {
+            let mut broker = core.broker.borrow_mut();
+            while !io.closed.get() {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(p)) => broker.on_packet(conn_id, p, now),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(conn_id, "bad packet: {e}");
+                        broker.on_protocol_error(conn_id, e.reason_code(), now);
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        core.flush();
+        if failed || io.closed.get() {
+            return;
+        }
+        // Back-pressure: a client whose own answers pile up, or a core
+        // whose messages to other cores pile up, stops being read.
+        while !io.closed.get() && (io.buffered() > limit || core.mesh_backlog_full()) {
+            if io.buffered() > limit {
+                io.drained.wait().await;
+            } else {
+                glommio::timer::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let n = reader.read(&mut buf[start..]).await.unwrap_or(0);
+        buf.truncate(start + n);
+        if n == 0 {
+            return;
+        }
+        let broker = core.broker.borrow();
+        let metrics = &broker.context().metrics;
+        metrics
+            .core(broker.core())
+            .bytes_received
+            .fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// Writes the connection's buffer whenever there is something in it, one
+/// write per batch; on close, writes what is left and shuts the socket.
+async fn write_loop(core: Rc<Core>, io: Rc<ConnIo>, mut writer: WriteHalf<TcpStream>) {
+    let mut spare = BytesMut::with_capacity(4096);
+    loop {
+        std::mem::swap(&mut *io.buf.borrow_mut(), &mut spare);
+        if spare.is_empty() {
+            io.drained.notify();
+            if io.closed.get() {
+                break;
+            }
+            io.writer.wait().await;
+            continue;
+        }
+        if writer.write_all(&spare).await.is_err() {
+            break;
+        }
+        {
+            let broker = core.broker.borrow();
+            let metrics = &broker.context().metrics;
+            metrics
+                .core(broker.core())
+                .bytes_sent
+                .fetch_add(spare.len() as u64, Relaxed);
+        }
+        if spare.capacity() > 1024 * 1024 {
+            spare = BytesMut::with_capacity(4096);
+        } else {
+            spare.clear();
+        }
+        io.drained.notify();
+    }
+    let _ = writer.flush().await;
+    // SAFETY: `writer` (and the read half) keep the stream, and so the
+    // descriptor, open until this function returns; shutdown does not close
+    // it. It wakes the read loop, which may be waiting on the socket.
+    unsafe {
+        libc::shutdown(io.fd, libc::SHUT_RDWR);
+    }
+}

@@ -1,0 +1,242 @@
+//! One core: its broker, its listener, its connections, its side of the
+//! mesh, its clock tick.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::net::TcpListener;
+use robustmq_protocol::mqtt::{Packet, QoS};
+
+use super::connection::{self, ConnIo};
+use super::notify::LocalNotify;
+use super::{HandOff, MeshMsg};
+use crate::broker::{BrokerContext, ConnId, CoreBroker};
+
+/// Cross-core messages waiting beyond which readers stop reading sockets.
+const MESH_BACKLOG_LIMIT: usize = 64 * 1024;
+
+/// How often timers run: keep-alive, wills, expiry, `$SYS`, shutdown.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The state of one core, shared by its tasks (never across cores).
+pub(crate) struct Core {
+    pub(crate) broker: RefCell<CoreBroker>,
+    pub(crate) conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
+    next_conn: Cell<ConnId>,
+    next_client: Cell<u64>,
+    pending_mesh: RefCell<Vec<(usize, MeshMsg)>>,
+    mesh_notify: LocalNotify,
+    pub(crate) stopping: Cell<bool>,
+}
+
+impl Core {
+    pub(crate) fn id(&self) -> usize {
+        self.broker.borrow().core()
+    }
+
+    pub(crate) fn cores(&self) -> usize {
+        self.broker.borrow().context().cores
+    }
+
+    pub(crate) fn config(&self) -> Arc<crate::config::MqttConfig> {
+        self.broker.borrow().context().config.clone()
+    }
+
+    pub(crate) fn new_conn_id(&self) -> ConnId {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+
+    /// A client id for a client that sent none.
+    pub(crate) fn assign_client_id(&self) -> String {
+        let n = self.next_client.get();
+        self.next_client.set(n + 1);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let b = self.broker.borrow();
+        let ctx = b.context();
+        format!("robust-{}-{}-{n}-{nanos:x}", ctx.node_id, ctx.core)
+    }
+
+    pub(crate) fn hand_off(&self, core: usize, h: HandOff) {
+        self.pending_mesh
+            .borrow_mut()
+            .push((core, MeshMsg::HandOff(h)));
+        self.mesh_notify.notify();
+    }
+
+    /// Whether readers should wait for the mesh to drain.
+    pub(crate) fn mesh_backlog_full(&self) -> bool {
+        self.broker.borrow().core_backlog() + self.pending_mesh.borrow().len() > MESH_BACKLOG_LIMIT
+    }
+
+    /// Moves what the broker produced to where it goes: packets encoded
+    /// into each connection's write buffer (one write per flush), and
+    /// messages for other cores to the mesh sender.
+    pub(crate) fn flush(&self) {
+        let mut broker = self.broker.borrow_mut();
+        let dirty = broker.take_dirty();
+        let conns = self.conns.borrow();
+        let metrics = broker.context().metrics.clone();
+        let core_metrics = metrics.core(broker.core());
+        let limit = broker.context().config.max_outbound_buffer_bytes;
+        for id in dirty {
+            let out = broker.take_output(id);
+            let Some(io) = conns.get(&id) else {
+                continue;
+            };
+            let (sent, dropped) = io.encode(out.packets, limit);
+            core_metrics
+                .messages_sent
+                .fetch_add(sent, Ordering::Relaxed);
+            core_metrics
+                .messages_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+            if out.close {
+                io.close();
+            } else {
+                io.wake_writer();
+            }
+        }
+        let msgs = broker.take_core_messages();
+        if !msgs.is_empty() {
+            let mut pending = self.pending_mesh.borrow_mut();
+            pending.extend(msgs.into_iter().map(|(c, m)| (c, MeshMsg::Broker(m))));
+            self.mesh_notify.notify();
+        }
+    }
+}
+
+/// Counts a PUBLISH for the sent counter, and says whether a QoS 0 one may
+/// be dropped when the buffer is over its limit.
+pub(crate) fn is_qos0_publish(p: &Packet) -> bool {
+    matches!(p, Packet::Publish(p) if p.qos == QoS::AtMostOnce)
+}
+
+/// The life of one core.
+pub(crate) async fn run(
+    ctx: BrokerContext,
+    addr: SocketAddr,
+    mesh: MeshBuilder<MeshMsg, Full>,
+    ready: mpsc::Sender<Result<(), String>>,
+    shutdown: Arc<AtomicBool>,
+) {
+    let core_id = ctx.core;
+    let (senders, mut receivers) = match mesh.join().await {
+        Ok(pair) => pair,
+        Err(e) => {
+            let _ = ready.send(Err(format!("core {core_id}: cannot join the mesh: {e}")));
+            return;
+        }
+    };
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("core {core_id}: cannot bind {addr}: {e}")));
+            return;
+        }
+    };
+    let core = Rc::new(Core {
+        broker: RefCell::new(CoreBroker::new(ctx, Instant::now())),
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        next_client: Cell::new(1),
+        pending_mesh: RefCell::new(Vec::new()),
+        mesh_notify: LocalNotify::default(),
+        stopping: Cell::new(false),
+    });
+    let _ = ready.send(Ok(()));
+    for (peer, receiver) in receivers.streams() {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = receiver.recv().await {
+                on_mesh_message(&core, peer, msg);
+            }
+        })
+        .detach();
+    }
+    glommio::spawn_local(mesh_sender(core.clone(), senders)).detach();
+    let acceptor = glommio::spawn_local(accept_loop(core.clone(), listener));
+    tick_loop(&core, &shutdown).await;
+    drop(acceptor);
+    drain_connections(&core).await;
+}
+
+fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
+    match msg {
+        MeshMsg::Broker(msgs) => {
+            let now = Instant::now();
+            let mut broker = core.broker.borrow_mut();
+            for m in msgs {
+                broker.on_core_message(peer, m, now);
+            }
+        }
+        MeshMsg::HandOff(h) => {
+            glommio::spawn_local(connection::serve_handed_off(core.clone(), h)).detach();
+        }
+    }
+    core.flush();
+}
+
+async fn mesh_sender(core: Rc<Core>, senders: Senders<MeshMsg>) {
+    loop {
+        core.mesh_notify.wait().await;
+        loop {
+            let batch = std::mem::take(&mut *core.pending_mesh.borrow_mut());
+            if batch.is_empty() {
+                break;
+            }
+            for (dest, msg) in batch {
+                if senders.send_to(dest, msg).await.is_err() {
+                    tracing::debug!(dest, "mesh peer gone");
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if core.stopping.get() {
+                    continue;
+                }
+                glommio::spawn_local(connection::serve(core.clone(), stream)).detach();
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn tick_loop(core: &Rc<Core>, shutdown: &AtomicBool) {
+    while !shutdown.load(Ordering::Acquire) {
+        glommio::timer::sleep(TICK).await;
+        core.broker.borrow_mut().tick(Instant::now());
+        core.flush();
+    }
+}
+
+/// Tells every client the server is going away, then waits (bounded) for
+/// their buffers to be written.
+async fn drain_connections(core: &Rc<Core>) {
+    core.stopping.set(true);
+    core.broker.borrow_mut().shutdown(Instant::now());
+    core.flush();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !core.conns.borrow().is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}

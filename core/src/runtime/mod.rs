@@ -1,0 +1,164 @@
+//! The only module that knows glommio: one pinned executor per core, each
+//! with its own listener on the shared MQTT port (SO_REUSEPORT), the mesh
+//! of channels between cores, timers, and the connection tasks.
+//!
+//! Everything protocol-shaped happens in [`crate::broker`]; this glue reads
+//! sockets, feeds the core's broker, writes what it answers in batches and
+//! carries its messages to other cores.
+
+mod connection;
+mod core_loop;
+mod notify;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Instant;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use robustmq_protocol::mqtt::Connect;
+
+use crate::broker::mesh::CoreMsg;
+use crate::broker::metrics::Metrics;
+use crate::broker::BrokerContext;
+use crate::config::ServerConfig;
+
+/// What travels between cores.
+pub(crate) enum MeshMsg {
+    /// Messages between brokers, in order.
+    Broker(Vec<CoreMsg>),
+    /// A connection whose CONNECT was read on another core.
+    HandOff(HandOff),
+}
+
+/// A connection handed to the core that owns its client id.
+pub(crate) struct HandOff {
+    fd: OwnedFd,
+    connect: Box<Connect>,
+    assigned: bool,
+    leftover: Bytes,
+    peer: Option<SocketAddr>,
+}
+
+/// The running broker.
+#[derive(Debug)]
+pub struct Running {
+    shutdown: Arc<AtomicBool>,
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    /// Counters of every core.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Running {
+    /// Stops accepting, tells 5.0 clients 0x8B, flushes, and waits for
+    /// every core to finish.
+    pub fn stop(self) {
+        self.shutdown.store(true, Ordering::Release);
+        for e in self.executors {
+            if let Err(e) = e.join() {
+                tracing::error!("broker core ended badly: {e:?}");
+            }
+        }
+        tracing::info!("mqtt broker stopped");
+    }
+}
+
+/// How many cores to run on.
+fn core_count(asked: usize) -> usize {
+    let available = thread::available_parallelism().map_or(1, |n| n.get());
+    if asked == 0 {
+        available
+    } else {
+        asked
+    }
+}
+
+/// Reserves the listening port (resolving port 0) with a socket that is
+/// bound but never listens, so it takes no connections, while the cores
+/// bind the same port with SO_REUSEPORT.
+fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("cannot create a socket: {e}"))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|e| format!("cannot set SO_REUSEPORT: {e}"))?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| format!("cannot bind MQTT listener {addr}: {e}"))?;
+    Ok(socket)
+}
+
+/// Starts the broker on its cores and returns once every core listens.
+pub fn start(config: &ServerConfig) -> Result<Running, String> {
+    let mqtt = Arc::new(config.mqtt.clone());
+    let acl = Arc::new(mqtt.acl().map_err(|e| e.to_string())?);
+    let cores = core_count(mqtt.cores);
+    if cores > 128 {
+        return Err(format!(
+            "mqtt.cores = {cores}: at most 128 cores are supported"
+        ));
+    }
+    let reservation = reserve_port(mqtt.addr)?;
+    let addr = reservation
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or("cannot read the bound address")?;
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let metrics = Arc::new(Metrics::new(cores));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let mesh = MeshBuilder::full(cores, 1024);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let started = Instant::now();
+    let mut executors = Vec::with_capacity(cores);
+    for core in 0..cores {
+        let ctx = BrokerContext {
+            node_id: config.node_id,
+            core,
+            cores,
+            config: mqtt.clone(),
+            acl: acl.clone(),
+            metrics: metrics.clone(),
+            started,
+        };
+        let mesh = mesh.clone();
+        let ready = ready_tx.clone();
+        let shutdown = shutdown.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
+            .name(&format!("mqtt-core-{core}"))
+            .spawn(move || core_loop::run(ctx, addr, mesh, ready, shutdown))
+            .map_err(|e| format!("cannot start executor for core {core}: {e}"))?;
+        executors.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.store(true, Ordering::Release);
+                return Err(e);
+            }
+            Err(_) => return Err("a broker core failed to start".into()),
+        }
+    }
+    drop(reservation);
+    tracing::info!(%addr, cores, "MQTT broker listening");
+    Ok(Running {
+        shutdown,
+        executors,
+        addr,
+        metrics,
+    })
+}
