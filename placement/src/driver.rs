@@ -137,6 +137,10 @@ pub fn open(
         config_peers: members,
     };
     driver.refresh_members();
+    if driver.conf_state.voters == [id] && driver.conf_state.learners.is_empty() {
+        // Alone in the group: no one to wait for.
+        driver.node.campaign().map_err(|e| e.to_string())?;
+    }
     tracing::info!(id, applied, voters = ?driver.conf_state.voters, "placement member opened");
     Ok(driver)
 }

@@ -244,3 +244,21 @@ async fn controller_marks_silent_nodes_dead() {
         Err(ApiError::NotFound(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_give_a_one_member_group_on_1228() {
+    init_logs();
+    let dir = tempdir("defaults");
+    let running = match role::start(1, &dir, &PlacementConfig::default()) {
+        Ok(r) => r,
+        // Another process holds the port: nothing to learn here.
+        Err(e) if e.contains("1228") => return,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(running.local_addr(), "127.0.0.1:1228".parse().unwrap());
+    let c = Client::new(vec!["127.0.0.1:1228".into()], Duration::from_secs(5));
+    c.kv_set("k", b"v").await.unwrap();
+    let st = c.status().await.unwrap();
+    assert_eq!((st.leader_id, st.members.len()), (1, 1));
+    running.stop();
+}
