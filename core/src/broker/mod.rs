@@ -28,7 +28,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::{Packet, ProtocolVersion, SubscriptionOptions};
 
-pub use connect::{route_connect, ConnectRoute};
+pub use connect::{owner_core, route_connect, ConnectRoute};
 use mesh::{CoreMsg, Outbox};
 use metrics::Metrics;
 use shared::SharedGroups;
