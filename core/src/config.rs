@@ -328,6 +328,15 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "journal", feature = "placement"))]
+    fn the_deploy_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/robustmq.toml");
+        let c = ServerConfig::load(&path).unwrap();
+        assert_eq!(c.mqtt.max_keepalive, 60);
+        assert_eq!(c.mqtt.acl.len(), 2);
+    }
+
+    #[test]
     fn empty_roles_are_refused() {
         let err = ServerConfig::from_toml("roles = []\n", Path::new("x.toml"))
             .unwrap_err()
