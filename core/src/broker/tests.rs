@@ -1,1 +1,437 @@
+//! Broker behaviour without sockets: one or two cores driven by hand.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use robustmq_protocol::mqtt::{
+    Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    Subscribe, SubscribeFilter, SubscriptionOptions,
+};
+
+use super::*;
+use crate::acl::{AclAction, AclRule, Permission};
+
+struct Harness {
+    cores: Vec<CoreBroker>,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(cores: usize, config: MqttConfig) -> Harness {
+        let acl = Arc::new(Acl::new(&config.acl, config.acl_no_match).unwrap());
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new(cores));
+        let now = Instant::now();
+        let cores = (0..cores)
+            .map(|core| {
+                CoreBroker::new(
+                    BrokerContext {
+                        node_id: 7,
+                        core,
+                        cores,
+                        config: config.clone(),
+                        acl: acl.clone(),
+                        metrics: metrics.clone(),
+                        started: now,
+                    },
+                    now,
+                )
+            })
+            .collect();
+        Harness { cores, now }
+    }
+
+    /// Exchanges cross-core messages until none are left.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            for from in 0..self.cores.len() {
+                for (to, msgs) in self.cores[from].take_core_messages() {
+                    moved = true;
+                    for m in msgs {
+                        self.cores[to].on_core_message(from, m, self.now);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn owner(&self, client: &str) -> usize {
+        owner_core(client, self.cores.len())
+    }
+
+    fn connect_with(&mut self, conn: ConnId, connect: Connect) -> Vec<Packet> {
+        let core = self.owner(&connect.client_id);
+        self.cores[core].on_connect(conn, Box::new(connect), false, None, self.now);
+        self.settle();
+        self.output(conn)
+    }
+
+    fn connect(&mut self, conn: ConnId, client: &str, version: ProtocolVersion) -> Vec<Packet> {
+        self.connect_with(conn, connect(client, version))
+    }
+
+    fn send(&mut self, conn: ConnId, client: &str, packet: Packet) -> Vec<Packet> {
+        let core = self.owner(client);
+        self.cores[core].on_packet(conn, packet, self.now);
+        self.settle();
+        self.output(conn)
+    }
+
+    fn output(&mut self, conn: ConnId) -> Vec<Packet> {
+        let mut all = Vec::new();
+        for core in &mut self.cores {
+            all.extend(core.take_output(conn).packets);
+        }
+        all
+    }
+
+    fn subscribe(&mut self, conn: ConnId, client: &str, filter: &str, qos: QoS) -> Vec<Packet> {
+        self.send(
+            conn,
+            client,
+            Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![SubscribeFilter {
+                    filter: ByteString::from(filter),
+                    options: SubscriptionOptions {
+                        qos,
+                        ..Default::default()
+                    },
+                }],
+            }),
+        )
+    }
+
+    fn publish(&mut self, conn: ConnId, client: &str, topic: &str, payload: &'static [u8]) {
+        self.send(
+            conn,
+            client,
+            Packet::Publish(Publish {
+                topic: ByteString::from(topic),
+                payload: Bytes::from_static(payload),
+                ..Default::default()
+            }),
+        );
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        for core in &mut self.cores {
+            core.tick(self.now);
+        }
+        self.settle();
+    }
+}
+
+fn connect(client: &str, version: ProtocolVersion) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties::default(),
+        client_id: ByteString::from(client),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+fn payloads(packets: &[Packet]) -> Vec<Bytes> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn suback_codes(packets: &[Packet]) -> Vec<ReasonCode> {
+    packets
+        .iter()
+        .find_map(|p| match p {
+            Packet::SubAck(s) => Some(s.reason_codes.clone()),
+            _ => None,
+        })
+        .expect("a SUBACK")
+}
+
+#[test]
+fn publish_crosses_cores_after_suback() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    // Find two ids owned by different cores.
+    let (a, b) = (
+        "sub-0",
+        (0..)
+            .map(|i| format!("pub-{i}"))
+            .find(|p| h.owner(p) != h.owner("sub-0"))
+            .unwrap(),
+    );
+    h.connect(1, a, ProtocolVersion::V5);
+    h.connect(2, &b, ProtocolVersion::V3_1_1);
+    assert_eq!(
+        suback_codes(&h.subscribe(1, a, "x/#", QoS::AtMostOnce)),
+        [ReasonCode::GRANTED_QOS_0]
+    );
+    h.publish(2, &b, "x/y", b"over");
+    assert_eq!(payloads(&h.output(1)), [Bytes::from_static(b"over")]);
+}
+
+#[test]
+fn suback_waits_for_the_other_cores() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    h.connect(1, "s", ProtocolVersion::V5);
+    let core = h.owner("s");
+    h.cores[core].on_packet(
+        1,
+        Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            properties: Properties::default(),
+            filters: vec![SubscribeFilter {
+                filter: ByteString::from_static("new/filter"),
+                options: SubscriptionOptions::default(),
+            }],
+        }),
+        h.now,
+    );
+    assert!(h.cores[core].take_output(1).packets.is_empty(), "held back");
+    h.settle();
+    assert_eq!(
+        suback_codes(&h.output(1)).len(),
+        1,
+        "released once acknowledged"
+    );
+}
+
+#[test]
+fn will_is_published_after_its_delay_and_cancelled_by_reconnect() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    h.connect(1, "watcher", ProtocolVersion::V5);
+    h.subscribe(1, "watcher", "wills/#", QoS::AtMostOnce);
+    let with_will = |delay: u32| {
+        let mut c = connect("dying", ProtocolVersion::V5);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(60);
+        c.will = Some(LastWill {
+            topic: ByteString::from_static("wills/dying"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: Some(delay),
+                ..Default::default()
+            },
+        });
+        c
+    };
+    // Lost connection, delay 5 s: nothing at 4 s, the will at 5 s.
+    h.connect_with(2, with_will(5));
+    h.cores[0].on_connection_lost(2, h.now);
+    h.advance(Duration::from_secs(4));
+    assert!(payloads(&h.output(1)).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(payloads(&h.output(1)), [Bytes::from_static(b"gone")]);
+    // Lost, then back within the delay: never published.
+    h.connect_with(3, with_will(5));
+    h.cores[0].on_connection_lost(3, h.now);
+    h.advance(Duration::from_secs(2));
+    h.connect_with(4, with_will(5));
+    h.advance(Duration::from_secs(10));
+    assert!(payloads(&h.output(1)).is_empty());
+    // A normal DISCONNECT discards it; 0x04 publishes it.
+    h.send(4, "dying", Packet::Disconnect(Disconnect::default()));
+    h.advance(Duration::from_secs(10));
+    assert!(payloads(&h.output(1)).is_empty());
+    h.connect_with(5, with_will(0));
+    h.send(
+        5,
+        "dying",
+        Packet::Disconnect(Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE)),
+    );
+    assert_eq!(payloads(&h.output(1)), [Bytes::from_static(b"gone")]);
+}
+
+#[test]
+fn session_expires_and_takes_its_subscriptions_along() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    let mut c = connect("p", ProtocolVersion::V5);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(2);
+    h.connect_with(1, c.clone());
+    h.subscribe(1, "p", "a", QoS::AtLeastOnce);
+    h.cores[0].on_connection_lost(1, h.now);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.cores[0].session_count(), 1);
+    let Packet::ConnAck(ack) = &h.connect_with(2, c.clone())[0] else {
+        panic!("CONNACK first")
+    };
+    assert!(ack.session_present);
+    h.cores[0].on_connection_lost(2, h.now);
+    h.advance(Duration::from_millis(2100));
+    assert_eq!(h.cores[0].session_count(), 0);
+    assert_eq!(h.cores[0].trie.filter_count(), 0);
+    let Packet::ConnAck(ack) = &h.connect_with(3, c)[0] else {
+        panic!("CONNACK first")
+    };
+    assert!(!ack.session_present);
+}
+
+#[test]
+fn takeover_tells_the_old_connection() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    h.connect(1, "same", ProtocolVersion::V5);
+    let mut c = connect("same", ProtocolVersion::V5);
+    c.clean_start = false;
+    h.connect_with(2, c);
+    let old = h.cores[0].take_output(1);
+    assert!(old.close);
+    assert!(
+        matches!(old.packets.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)
+    );
+}
+
+#[test]
+fn shared_group_spreads_over_members_on_both_cores() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    let m0 = (0..)
+        .map(|i| format!("m{i}"))
+        .find(|m| h.owner(m) == 0)
+        .unwrap();
+    let m1 = (0..)
+        .map(|i| format!("m{i}"))
+        .find(|m| h.owner(m) == 1)
+        .unwrap();
+    h.connect(1, &m0, ProtocolVersion::V5);
+    h.connect(2, &m1, ProtocolVersion::V5);
+    h.connect(3, "pub", ProtocolVersion::V5);
+    assert_eq!(
+        suback_codes(&h.subscribe(1, &m0, "$share/g/s/#", QoS::AtMostOnce)).len(),
+        1
+    );
+    assert_eq!(
+        suback_codes(&h.subscribe(2, &m1, "$share/g/s/#", QoS::AtMostOnce)).len(),
+        1
+    );
+    for _ in 0..10 {
+        h.publish(3, "pub", "s/1", b"m");
+    }
+    let (a, b) = (payloads(&h.output(1)).len(), payloads(&h.output(2)).len());
+    assert_eq!((a, b), (5, 5), "round robin, each message once");
+}
+
+#[test]
+fn acl_refusals_answer_with_reason_codes() {
+    let config = MqttConfig {
+        acl: vec![AclRule {
+            permission: Permission::Deny,
+            action: AclAction::All,
+            topic: "secret/#".into(),
+            clientid: None,
+            username: None,
+            ipaddr: None,
+        }],
+        ..MqttConfig::default()
+    };
+    let mut h = Harness::new(1, config);
+    h.connect(1, "c5", ProtocolVersion::V5);
+    assert_eq!(
+        suback_codes(&h.subscribe(1, "c5", "secret/x", QoS::AtMostOnce)),
+        [ReasonCode::NOT_AUTHORIZED]
+    );
+    let out = h.send(
+        1,
+        "c5",
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            packet_id: 9,
+            topic: ByteString::from_static("secret/x"),
+            ..Default::default()
+        }),
+    );
+    assert!(matches!(&out[..], [Packet::PubAck(r)] if r.reason_code == ReasonCode::NOT_AUTHORIZED));
+}
+
+#[test]
+fn limits_on_subscriptions_and_topic_levels() {
+    let config = MqttConfig {
+        max_subscriptions_per_client: 1,
+        max_topic_levels: 3,
+        ..MqttConfig::default()
+    };
+    let mut h = Harness::new(1, config);
+    h.connect(1, "c", ProtocolVersion::V5);
+    assert_eq!(
+        suback_codes(&h.subscribe(1, "c", "a", QoS::AtMostOnce)),
+        [ReasonCode::GRANTED_QOS_0]
+    );
+    assert_eq!(
+        suback_codes(&h.subscribe(1, "c", "b", QoS::AtMostOnce)),
+        [ReasonCode::QUOTA_EXCEEDED]
+    );
+    assert_eq!(
+        suback_codes(&h.subscribe(1, "c", "a", QoS::AtLeastOnce)),
+        [ReasonCode::GRANTED_QOS_1],
+        "replacing is not a new one"
+    );
+    let deep = Publish {
+        topic: ByteString::from_static("1/2/3/4"),
+        ..Default::default()
+    };
+    h.cores[0].on_packet(1, Packet::Publish(deep), h.now);
+    let closed = h.cores[0].take_output(1);
+    assert!(closed.close);
+    assert!(
+        matches!(closed.packets.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TOPIC_NAME_INVALID)
+    );
+}
+
+#[test]
+fn sys_topics_are_published_retained() {
+    let config = MqttConfig {
+        sys_interval_secs: 1,
+        ..MqttConfig::default()
+    };
+    let mut h = Harness::new(2, config);
+    h.advance(Duration::from_secs(1));
+    let c = (0..)
+        .map(|i| format!("c{i}"))
+        .find(|c| h.owner(c) == 1)
+        .unwrap();
+    h.connect(1, &c, ProtocolVersion::V3_1_1);
+    let out = h.subscribe(1, &c, "$SYS/brokers/7/clients/connected", QoS::AtMostOnce);
+    // Retained, and replicated to the subscriber's core (core 1).
+    assert_eq!(payloads(&out), [Bytes::from_static(b"0")]);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(payloads(&h.output(1)), [Bytes::from_static(b"1")]);
+}
+
+#[test]
+fn max_connections_refuses_with_quota_exceeded() {
+    let config = MqttConfig {
+        max_connections: 1,
+        ..MqttConfig::default()
+    };
+    let mut h = Harness::new(1, config);
+    h.connect(1, "a", ProtocolVersion::V5);
+    let out = h.cores[0].take_output(1);
+    assert!(!out.close);
+    h.cores[0].on_connect(
+        2,
+        Box::new(connect("b", ProtocolVersion::V5)),
+        false,
+        None,
+        h.now,
+    );
+    let refused = h.cores[0].take_output(2);
+    assert!(refused.close);
+    assert!(
+        matches!(&refused.packets[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::QUOTA_EXCEEDED)
+    );
+}
