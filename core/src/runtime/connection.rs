@@ -32,6 +32,8 @@ pub(crate) struct ConnIo {
     writer: LocalNotify,
     drained: LocalNotify,
     closed: Cell<bool>,
+    /// The write task ended (closed, or the socket failed).
+    writer_done: Cell<bool>,
     fd: RawFd,
 }
 
@@ -43,6 +45,7 @@ impl ConnIo {
             writer: LocalNotify::default(),
             drained: LocalNotify::default(),
             closed: Cell::new(false),
+            writer_done: Cell::new(false),
             fd,
         }
     }
@@ -272,6 +275,9 @@ async fn read_loop(
         // Back-pressure: a client whose own answers pile up, or a core
         // whose messages to other cores pile up, stops being read.
         while !io.closed.get() && (io.buffered() > limit || core.mesh_backlog_full()) {
+            if io.writer_done.get() {
+                return;
+            }
             if io.buffered() > limit {
                 io.drained.wait().await;
             } else {
@@ -327,6 +333,8 @@ async fn write_loop(core: Rc<Core>, io: Rc<ConnIo>, mut writer: WriteHalf<TcpStr
         io.drained.notify();
     }
     let _ = writer.flush().await;
+    io.writer_done.set(true);
+    io.drained.notify();
     // SAFETY: `writer` (and the read half) keep the stream, and so the
     // descriptor, open until this function returns; shutdown does not close
     // it. It wakes the read loop, which may be waiting on the socket.
