@@ -71,7 +71,7 @@ impl CoreBroker {
     ) {
         let version = connect.protocol;
         if let Some(reason) = self.refuse_connect(&connect) {
-            self.refuse(conn, version, reason);
+            self.refuse(conn, reason);
             return;
         }
         let client_id = connect.client_id.clone();
@@ -127,6 +127,7 @@ impl CoreBroker {
         entry.will = will;
         entry.will_delay = will_delay;
         entry.username = connect.username.clone();
+        entry.problem_information = p.request_problem_information != Some(0);
         entry.ip = ip;
         entry.session.attach(params, now);
         entry.session.send(Packet::ConnAck(ConnAck {
@@ -167,15 +168,14 @@ impl CoreBroker {
     }
 
     /// Answers CONNACK with an error and closes.
-    pub fn refuse(&mut self, conn: ConnId, version: ProtocolVersion, reason: ReasonCode) {
+    pub fn refuse(&mut self, conn: ConnId, reason: ReasonCode) {
         self.metrics().protocol_errors.fetch_add(1, Relaxed);
-        let _ = version;
         self.closing.insert(
             conn,
             vec![Packet::ConnAck(ConnAck {
                 session_present: false,
                 reason_code: reason,
-                properties: Properties::default(),
+                properties: reason_string(reason),
             })],
         );
     }
@@ -215,6 +215,7 @@ impl CoreBroker {
                 expires_at: None,
                 will: None,
                 will_delay: 0,
+                problem_information: true,
                 username: None,
                 ip: None,
             },
@@ -244,7 +245,10 @@ impl CoreBroker {
             s.conn = None;
         }
         if let (Some(reason), true) = (reason, entry.version.is_v5()) {
-            packets.push(Packet::Disconnect(Disconnect::new(reason)));
+            packets.push(Packet::Disconnect(Disconnect {
+                reason_code: reason,
+                properties: reason_string(reason),
+            }));
         }
         self.closing.insert(conn, packets);
         if publish_will {
@@ -375,6 +379,15 @@ impl CoreBroker {
         for conn in conns {
             self.close_conn(conn, Some(ReasonCode::SERVER_SHUTTING_DOWN), false, now);
         }
+    }
+}
+
+/// A Reason String property naming a refusal, for 5.0 clients (3.x
+/// encoding leaves properties out).
+pub(super) fn reason_string(reason: ReasonCode) -> Properties {
+    Properties {
+        reason_string: Some(ByteString::from_static(reason.name())),
+        ..Properties::default()
     }
 }
 

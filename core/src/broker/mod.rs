@@ -98,6 +98,9 @@ struct SessionEntry {
     will: Option<SharedMessage>,
     /// Will delay of the current connection's will, in seconds.
     will_delay: u32,
+    /// Whether the client accepts reason strings beyond CONNACK and
+    /// DISCONNECT (5.0 Request Problem Information).
+    problem_information: bool,
     username: Option<ByteString>,
     ip: Option<IpAddr>,
 }

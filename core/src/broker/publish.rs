@@ -112,7 +112,12 @@ impl CoreBroker {
         // 3.x has no reason codes: a refused message is acknowledged as
         // usual and dropped.
         let reason = if v5 { reason } else { ReasonCode::SUCCESS };
-        entry.session.ack_publish(qos, packet_id, reason);
+        let properties = if reason.is_error() && entry.problem_information {
+            super::connect::reason_string(reason)
+        } else {
+            Default::default()
+        };
+        entry.session.ack_publish(qos, packet_id, reason, properties);
         self.dirty.insert(conn);
         Ok(())
     }

@@ -43,9 +43,18 @@ impl CoreBroker {
             }
             reason_codes.push(code.0);
         }
+        let refused = reason_codes.iter().find(|c| c.is_error()).copied();
+        let problem_information = self
+            .sessions
+            .get(client_id)
+            .is_some_and(|e| e.problem_information);
+        let properties = match refused {
+            Some(reason) if problem_information => super::connect::reason_string(reason),
+            _ => Properties::default(),
+        };
         let packet = Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
-            properties: Properties::default(),
+            properties,
             reason_codes,
         });
         self.pending_subacks.insert(

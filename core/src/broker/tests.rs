@@ -355,7 +355,9 @@ fn acl_refusals_answer_with_reason_codes() {
             ..Default::default()
         }),
     );
-    assert!(matches!(&out[..], [Packet::PubAck(r)] if r.reason_code == ReasonCode::NOT_AUTHORIZED));
+    assert!(matches!(&out[..], [Packet::PubAck(r)]
+        if r.reason_code == ReasonCode::NOT_AUTHORIZED
+            && r.properties.reason_string.as_deref() == Some("not authorized")));
 }
 
 #[test]

@@ -314,11 +314,17 @@ impl Session {
 
     /// Acknowledges an inbound PUBLISH with `reason` (PUBACK for QoS 1,
     /// PUBREC for QoS 2). A refused QoS 2 message ends its exchange.
-    pub fn ack_publish(&mut self, qos: QoS, packet_id: u16, reason: ReasonCode) {
+    pub fn ack_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        reason: ReasonCode,
+        properties: Properties,
+    ) {
         let reply = PubReply {
             packet_id,
             reason_code: reason,
-            properties: Properties::default(),
+            properties,
         };
         match qos {
             QoS::AtMostOnce => {}
