@@ -224,8 +224,8 @@ fn linearizable(events: &[Event]) -> bool {
     // A doubly linked list over entries; index n is the head sentinel.
     let mut next: Vec<usize> = (1..=n).chain([0]).collect();
     let mut prev: Vec<usize> = vec![n; n + 1];
-    for i in 1..n {
-        prev[i] = i - 1;
+    for (i, p) in prev.iter_mut().enumerate().take(n).skip(1) {
+        *p = i - 1;
     }
     next[n] = if n > 0 { 0 } else { usize::MAX };
     if n > 0 {

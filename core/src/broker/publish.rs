@@ -117,7 +117,9 @@ impl CoreBroker {
         } else {
             Default::default()
         };
-        entry.session.ack_publish(qos, packet_id, reason, properties);
+        entry
+            .session
+            .ack_publish(qos, packet_id, reason, properties);
         self.dirty.insert(conn);
         Ok(())
     }
