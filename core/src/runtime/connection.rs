@@ -21,6 +21,7 @@ use super::core_loop::{is_qos0_publish, Core};
 use super::notify::LocalNotify;
 use super::HandOff;
 use crate::broker::{route_connect, ConnId, ConnectRoute};
+use tracing::Instrument;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -217,6 +218,8 @@ async fn serve_connected(
     peer: Option<SocketAddr>,
 ) {
     let conn_id = core.new_conn_id();
+    let span =
+        tracing::debug_span!("conn", id = conn_id, client = %connect.client_id, core = core.id());
     let io = Rc::new(ConnIo::new(connect.protocol, stream.as_raw_fd()));
     core.conns.borrow_mut().insert(conn_id, io.clone());
     let ip = peer.map(|p| p.ip());
@@ -225,8 +228,11 @@ async fn serve_connected(
         .on_connect(conn_id, connect, assigned, ip, Instant::now());
     core.flush();
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(core.clone(), io.clone(), writer));
-    read_loop(&core, conn_id, &io, reader, decoder, buf).await;
+    let writer_task =
+        glommio::spawn_local(write_loop(core.clone(), io.clone(), writer).instrument(span.clone()));
+    read_loop(&core, conn_id, &io, reader, decoder, buf)
+        .instrument(span)
+        .await;
     if !io.closed.get() {
         core.broker
             .borrow_mut()
