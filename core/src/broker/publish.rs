@@ -247,6 +247,21 @@ impl CoreBroker {
         let conn = entry.conn;
         if dropped > 0 {
             self.metrics().messages_dropped.fetch_add(dropped, Relaxed);
+            // A log line per drop would flood: log the 1st, 2nd, 4th, 8th...
+            let total = after.dropped_queue_full
+                + after.dropped_offline_qos0
+                + after.dropped_expired
+                + after.dropped_too_large;
+            if total.is_power_of_two() {
+                tracing::warn!(
+                    client_id,
+                    queue_full = after.dropped_queue_full,
+                    offline_qos0 = after.dropped_offline_qos0,
+                    expired = after.dropped_expired,
+                    too_large = after.dropped_too_large,
+                    "messages dropped for this session"
+                );
+            }
         }
         self.mark_dirty(conn);
     }
