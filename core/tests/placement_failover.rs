@@ -124,6 +124,13 @@ fn isolated_members_cannot_commit_or_read_and_rejoin() {
 
     // A cut-off follower: no commit, no linearizable read, stale reads only.
     let f = c.client_of(follower, short);
+    // Committed on the leader is not yet applied on the follower: wait for
+    // it, so the stale read below has something to return.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.kv_get("x", true).ok().flatten().as_deref() != Some(&b"0"[..]) {
+        assert!(Instant::now() < deadline, "follower never applied x=0");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     f.fault_isolate(true).unwrap();
     assert!(
         f.kv_set("x", b"from-isolated").is_err(),
