@@ -109,9 +109,11 @@ async fn answer(journal: &Journal, frame: Frame) -> Vec<u8> {
 
 async fn connection(mut stream: TcpStream, journal: Journal) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    tracing::trace!(peer = ?stream.peer_addr().ok(), "journal connection accepted");
     while let Some(frame) = read_frame(&mut stream).await? {
         let out = answer(&journal, frame).await;
         stream.write_all(&out).await?;
+        tracing::trace!(bytes = out.len(), "journal answer sent");
     }
     Ok(())
 }

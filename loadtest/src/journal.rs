@@ -1,10 +1,235 @@
-//! `robust-bench journal`. Not built yet.
+//! `robust-bench journal`: appends to the Journal Engine in-process with N
+//! concurrent writers for a fixed time, and prints records/s, MB/s and the
+//! p50/p99 append latency (acknowledged under the shard's fsync policy).
+//! With `--fio`, runs fio's sequential direct-I/O writes on the same
+//! directory right after, for comparison in the same run.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use robustmq_journal::{FsyncPolicy, Journal, JournalOptions, RecordIn, ShardConfig};
 
 /// Arguments of `robust-bench journal`.
 #[derive(Debug, clap::Args)]
-pub struct JournalBenchArgs {}
+pub struct JournalBenchArgs {
+    /// Directory for the journal's files (created; the bench's shard is
+    /// deleted at the end).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Concurrent writers, each waiting for its append before the next.
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    /// Payload bytes per record.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Fsync policy of the shard: always, interval or never.
+    #[arg(long, default_value = "always")]
+    pub fsync: FsyncPolicy,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Records per append.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// fdatasync period under `interval`, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub fsync_interval_ms: u64,
+    /// Journal cores (executors); shards are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub cores: usize,
+    /// Shards written (writer i appends to shard i % shards).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Also run fio (sequential 1 MiB direct io_uring writes) on --dir.
+    #[arg(long)]
+    pub fio: bool,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
 
-/// Runs the benchmark. Not built yet: refuses.
-pub fn run(_args: JournalBenchArgs) -> Result<(), String> {
-    Err("robust-bench journal is not built yet".to_string())
+/// What one run measured.
+#[derive(Debug, Clone)]
+struct Outcome {
+    records: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+    errors: u64,
+}
+
+/// Runs the benchmark.
+pub fn run(args: JournalBenchArgs) -> Result<(), String> {
+    if args.writers == 0 || args.batch == 0 || args.shards == 0 || args.duration == 0 {
+        return Err("--writers, --batch, --shards and --duration must be positive".into());
+    }
+    let dir = args.dir.join("robust-bench-journal");
+    let journal = Journal::start(JournalOptions {
+        cores: args.cores,
+        ..JournalOptions::new(&dir)
+    })
+    .map_err(|e| e.to_string())?;
+    let shards = create_shards(&journal, &args)?;
+    let outcome = drive(&journal, &shards, &args);
+    for s in &shards {
+        let _ = futures_lite::future::block_on(journal.delete_shard(s));
+    }
+    journal.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let outcome = outcome?;
+    let fio = if args.fio {
+        Some(run_fio(&args.dir, args.duration)?)
+    } else {
+        None
+    };
+    report(&args, &outcome, fio);
+    Ok(())
+}
+
+fn create_shards(journal: &Journal, args: &JournalBenchArgs) -> Result<Vec<String>, String> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut names = Vec::new();
+    for i in 0..args.shards {
+        let name = format!("bench-{stamp}-{i}");
+        let config = ShardConfig {
+            fsync: args.fsync,
+            fsync_interval_ms: args.fsync_interval_ms,
+            ..ShardConfig::default()
+        };
+        futures_lite::future::block_on(journal.create_shard(&name, config))
+            .map_err(|e| e.to_string())?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Runs the writers as tasks of one client executor (its own thread).
+fn drive(journal: &Journal, shards: &[String], args: &JournalBenchArgs) -> Result<Outcome, String> {
+    let (journal, shards) = (journal.clone(), shards.to_vec());
+    let (writers, batch, size) = (args.writers, args.batch, args.record_size);
+    let duration = Duration::from_secs(args.duration);
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("bench-client")
+        .spawn(move || async move {
+            writers_loop(journal, shards, writers, batch, size, duration).await
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| e.to_string())
+}
+
+async fn writers_loop(
+    journal: Journal,
+    shards: Vec<String>,
+    writers: usize,
+    batch: usize,
+    size: usize,
+    duration: Duration,
+) -> Outcome {
+    let payload = Bytes::from(vec![0xa5u8; size]);
+    let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+    let counts = Rc::new(RefCell::new((0u64, 0u64)));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (journal, shard) = (journal.clone(), shards[w % shards.len()].clone());
+            let (payload, hist, counts) = (payload.clone(), hist.clone(), counts.clone());
+            glommio::spawn_local(async move {
+                while Instant::now() < deadline {
+                    let records = vec![RecordIn::from_payload(payload.clone()); batch];
+                    let t = Instant::now();
+                    let ok = journal.append(&shard, records).await.is_ok();
+                    let us = t.elapsed().as_micros() as u64;
+                    let _ = hist.borrow_mut().record(us.max(1));
+                    let mut c = counts.borrow_mut();
+                    if ok {
+                        c.0 += batch as u64;
+                    } else {
+                        c.1 += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+    let elapsed = start.elapsed();
+    let (records, errors) = *counts.borrow();
+    let latency = hist.borrow().clone();
+    Outcome {
+        records,
+        elapsed,
+        latency,
+        errors,
+    }
+}
+
+/// fio's sequential 1 MiB direct io_uring writes on `dir`: MB/s.
+fn run_fio(dir: &std::path::Path, secs: u64) -> Result<f64, String> {
+    let out = std::process::Command::new("fio")
+        .args([
+            "--name=seqwrite",
+            "--rw=write",
+            "--bs=1M",
+            "--size=2G",
+            "--direct=1",
+            "--ioengine=io_uring",
+            "--iodepth=8",
+            "--time_based",
+            &format!("--runtime={secs}"),
+            "--output-format=json",
+        ])
+        .arg(format!("--directory={}", dir.display()))
+        .output()
+        .map_err(|e| format!("cannot run fio (apt-get install -y fio): {e}"))?;
+    let _ = std::fs::remove_file(dir.join("seqwrite.0.0"));
+    if !out.status.success() {
+        return Err(format!(
+            "fio failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("fio output: {e}"))?;
+    let bytes = v["jobs"][0]["write"]["bw_bytes"]
+        .as_f64()
+        .ok_or("fio output has no write bandwidth")?;
+    Ok(bytes / 1e6)
+}
+
+fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>) {
+    let secs = o.elapsed.as_secs_f64();
+    let rps = o.records as f64 / secs;
+    let mbps = rps * args.record_size as f64 / 1e6;
+    let (p50, p99, max) = (
+        o.latency.value_at_quantile(0.50),
+        o.latency.value_at_quantile(0.99),
+        o.latency.max(),
+    );
+    println!(
+        "journal: {} writers, {} B records x{} per append, fsync {:?}, {} core(s), {} shard(s), {:.1} s",
+        args.writers, args.record_size, args.batch, args.fsync, args.cores, args.shards, secs
+    );
+    println!("  {rps:.0} records/s, {mbps:.1} MB/s, append latency p50 {p50} us, p99 {p99} us, max {max} us, {} errors", o.errors);
+    if let Some(fio) = fio {
+        println!(
+            "  fio sequential 1 MiB direct writes: {fio:.1} MB/s; journal/fio = {:.2}",
+            mbps / fio
+        );
+    }
+    if args.json {
+        let fio_field = fio.map_or(String::new(), |f| format!(",\"fio_mb_per_s\":{f:.1}"));
+        println!(
+            "{{\"records_per_s\":{rps:.0},\"mb_per_s\":{mbps:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"max_us\":{max},\"errors\":{},\"writers\":{},\"record_size\":{},\"batch\":{},\"fsync\":\"{:?}\",\"seconds\":{secs:.2}{fio_field}}}",
+            o.errors, args.writers, args.record_size, args.batch, args.fsync
+        );
+    }
 }
