@@ -1,0 +1,941 @@
+//! The broker driven over raw TCP (`std::net::TcpStream`): packets built
+//! with the project's codec, or bytes made by hand, for what real clients
+//! cannot be made to do (not acknowledging, staying silent, sending bad
+//! input) and for byte-exact reason codes and properties.
+
+mod mqtt_support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use mqtt_support::*;
+use robustmq_protocol::mqtt::{
+    Connect, LastWill, Packet, Properties, ProtocolVersion, PubReply, Publish, QoS, ReasonCode,
+    RetainHandling, SubscriptionOptions,
+};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+fn expiring(version: ProtocolVersion, id: &str, clean: bool, expiry: u32) -> Connect {
+    let mut c = connect_packet(version, id, clean, 60);
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
+fn disconnect_reason(packets: &[Packet]) -> Option<ReasonCode> {
+    match packets.last() {
+        Some(Packet::Disconnect(d)) => Some(d.reason_code),
+        _ => None,
+    }
+}
+
+/// A subscriber that proves the broker still serves others.
+struct Bystander {
+    sub: Raw,
+    publ: Raw,
+    n: u32,
+}
+
+impl Bystander {
+    fn new(port: u16, version: ProtocolVersion) -> Bystander {
+        let mut sub = Raw::connected(port, version, &id_on_core("bystander-sub", 0, 2), true);
+        assert_eq!(sub.subscribe(1, "alive/#", QoS::AtLeastOnce), ReasonCode(1));
+        let publ = Raw::connected(port, version, &id_on_core("bystander-pub", 1, 2), true);
+        Bystander { sub, publ, n: 0 }
+    }
+
+    fn check(&mut self, after: &str) {
+        self.n += 1;
+        let payload = format!("{after}-{}", self.n);
+        let rc = self.publ.publish_acked(publish(
+            "alive/x",
+            QoS::AtLeastOnce,
+            self.n as u16,
+            payload.as_bytes(),
+        ));
+        assert_eq!(rc, ReasonCode::SUCCESS, "bystander publisher after {after}");
+        let got = self.sub.expect_publish();
+        assert_eq!(
+            &got.payload[..],
+            payload.as_bytes(),
+            "bystander after {after}"
+        );
+        self.sub.ack(&got);
+    }
+}
+
+#[test]
+fn v5_takeover_disconnects_old_with_0x8e_across_cores() {
+    let b = Broker::start();
+    let id = "raw-takeover";
+    let (mut old, ack) = Raw::connect(b.port, expiring(V5, id, true, 60));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(old.subscribe(1, "take/#", QoS::AtLeastOnce), ReasonCode(1));
+    // Several takeovers: each new connection is accepted on whichever core
+    // the kernel picks and handed to the owner.
+    for round in 0..4 {
+        let (new, ack) = Raw::connect(b.port, expiring(V5, id, false, 60));
+        assert!(ack.session_present, "round {round}");
+        let got = old.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            Some(ReasonCode::SESSION_TAKEN_OVER),
+            "{got:?}"
+        );
+        old = new;
+    }
+    let other = 1 - owner_core(id, 2);
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("take-pub", other, 2), true);
+    publ.publish_acked(publish("take/x", QoS::AtLeastOnce, 1, b"still subscribed"));
+    assert_eq!(&old.expect_publish().payload[..], b"still subscribed");
+}
+
+#[test]
+fn keep_alive_timeout_closes_silent_clients() {
+    let b = Broker::start();
+    let start = Instant::now();
+    let (mut v3, _) = Raw::connect(b.port, connect_packet(V3, "ka-v3", true, 1));
+    let (mut v5, ack) = Raw::connect(b.port, connect_packet(V5, "ka-v5", true, 1));
+    assert_eq!(
+        ack.properties.server_keep_alive, None,
+        "1 s is granted as asked"
+    );
+    // A third one pings and stays.
+    let (mut pinger, _) = Raw::connect(b.port, connect_packet(V5, "ka-ping", true, 1));
+    let got5 = v5.expect_closed(Duration::from_secs(4));
+    let t5 = start.elapsed();
+    assert_eq!(
+        disconnect_reason(&got5),
+        Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
+    let got3 = v3.expect_closed(Duration::from_secs(4));
+    let t3 = start.elapsed();
+    assert!(got3.is_empty(), "3.1.1 is just closed: {got3:?}");
+    for t in [t3, t5] {
+        assert!(
+            t >= Duration::from_millis(1400) && t <= Duration::from_millis(3200),
+            "closed after {t:?}, expected about 1.5 s"
+        );
+    }
+    pinger.send(&Packet::PingReq);
+    assert_eq!(pinger.expect(WAIT), Packet::PingResp);
+}
+
+#[test]
+fn server_keep_alive_caps_the_client() {
+    let b = BrokerConfig::default().mqtt("max_keepalive = 60").start();
+    let (_c, ack) = Raw::connect(b.port, connect_packet(V5, "ska-1", true, 120));
+    assert_eq!(ack.properties.server_keep_alive, Some(60));
+    let (_c, ack) = Raw::connect(b.port, connect_packet(V5, "ska-2", true, 30));
+    assert_eq!(ack.properties.server_keep_alive, None);
+    let (_c, ack) = Raw::connect(b.port, connect_packet(V5, "ska-3", true, 0));
+    assert_eq!(ack.properties.server_keep_alive, Some(60));
+}
+
+#[test]
+fn assigned_client_identifiers() {
+    let b = Broker::start();
+    let (mut c, ack) = Raw::connect(b.port, connect_packet(V5, "", true, 60));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    let assigned = ack
+        .properties
+        .assigned_client_identifier
+        .expect("assigned id");
+    assert!(!assigned.is_empty());
+    assert_eq!(c.subscribe(1, "x", QoS::AtMostOnce), ReasonCode(0));
+    // 3.1.1: an empty id is accepted with a clean session...
+    let (_c, ack) = Raw::connect(b.port, connect_packet(V3, "", true, 60));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    // ...and refused with 0x02 (identifier rejected) without one.
+    let mut raw = Raw::open(b.port, V3);
+    raw.send(&Packet::Connect(Box::new(connect_packet(
+        V3, "", false, 60,
+    ))));
+    let mut bytes = Vec::new();
+    raw.stream.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Read::read_to_end(&mut raw.stream, &mut bytes).unwrap();
+    assert_eq!(bytes, [0x20, 0x02, 0x00, 0x02]);
+}
+
+/// QoS 1 and 2 messages not acknowledged are sent again with DUP on
+/// reconnect of a persistent session, with the same packet ids; a QoS 2
+/// message past PUBREC gets its PUBREL again.
+#[test]
+fn retransmission_on_reconnect() {
+    for version in [V3, V5] {
+        let b = Broker::start();
+        let id = id_on_core("retx", 0, 2);
+        let connect = || {
+            let mut c = connect_packet(version, &id, false, 60);
+            if version.is_v5() {
+                c.properties.session_expiry_interval = Some(60);
+            }
+            c
+        };
+        let (mut sub, _) = Raw::connect(b.port, connect());
+        assert_eq!(sub.subscribe(1, "retx/#", QoS::ExactlyOnce), ReasonCode(2));
+        let mut publ = Raw::connected(b.port, version, &id_on_core("retx-pub", 1, 2), true);
+        publ.publish_acked(publish("retx/1", QoS::AtLeastOnce, 1, b"q1"));
+        publ.publish_acked(publish("retx/2", QoS::ExactlyOnce, 2, b"q2"));
+        publ.publish_acked(publish("retx/3", QoS::ExactlyOnce, 3, b"q2-rec"));
+        let p1 = sub.expect_publish();
+        let p2 = sub.expect_publish();
+        let p3 = sub.expect_publish();
+        assert!(!p1.dup && !p2.dup && !p3.dup);
+        // Acknowledge only the third one's PUBLISH (PUBREC), then drop.
+        sub.send(&Packet::PubRec(PubReply::new(p3.packet_id)));
+        sub.wait_for(WAIT, |p| {
+            matches!(p, Packet::PubRel(r) if r.packet_id == p3.packet_id).then_some(())
+        });
+        drop(sub);
+        let (mut sub, ack) = Raw::connect(b.port, connect());
+        assert!(ack.session_present, "{version:?}");
+        let r1 = sub.expect(WAIT);
+        let r2 = sub.expect(WAIT);
+        let r3 = sub.expect(WAIT);
+        match (&r1, &r2, &r3) {
+            (Packet::Publish(a), Packet::Publish(c), Packet::PubRel(r)) => {
+                assert!(a.dup && c.dup, "{version:?}: DUP set on re-sends");
+                assert_eq!((a.packet_id, &a.payload[..]), (p1.packet_id, &b"q1"[..]));
+                assert_eq!((c.packet_id, &c.payload[..]), (p2.packet_id, &b"q2"[..]));
+                assert_eq!(r.packet_id, p3.packet_id);
+            }
+            other => panic!("{version:?}: unexpected re-sends {other:?}"),
+        }
+        // Complete everything; nothing more is sent.
+        let (Packet::Publish(a), Packet::Publish(c)) = (r1, r2) else {
+            unreachable!()
+        };
+        sub.ack(&a);
+        sub.ack(&c);
+        sub.send(&Packet::PubComp(PubReply::new(p3.packet_id)));
+        sub.expect_silence(QUIET);
+        drop(sub);
+        let (mut sub, _) = Raw::connect(b.port, connect());
+        sub.expect_silence(QUIET);
+    }
+}
+
+/// Each bad input closes only its own connection (5.0 with the reason code
+/// in a DISCONNECT first); a client connected meanwhile keeps working.
+#[test]
+fn bad_input_closes_only_that_connection() {
+    let b = BrokerConfig::default()
+        .mqtt("topic_alias_maximum = 4")
+        .start();
+    for version in [V3, V5] {
+        let mut by = Bystander::new(b.port, version);
+        let v5 = version.is_v5();
+        let expect = |code: ReasonCode| if v5 { Some(code) } else { None };
+
+        // PUBLISH before CONNECT: closed, nothing answered.
+        let mut raw = Raw::open(b.port, version);
+        raw.send_bytes(&[0x30, 0x05, 0x00, 0x01, b'a', b'h', b'i']);
+        assert_eq!(raw.expect_closed(WAIT), vec![], "PUBLISH before CONNECT");
+        by.check("publish-before-connect");
+
+        // A second CONNECT.
+        let mut raw = Raw::connected(b.port, version, "bad-second-connect", true);
+        raw.send(&Packet::Connect(Box::new(connect_packet(
+            version, "x", true, 60,
+        ))));
+        let got = raw.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            expect(ReasonCode::PROTOCOL_ERROR),
+            "{got:?}"
+        );
+        by.check("second-connect");
+
+        // An unknown packet id in PUBACK.
+        let mut raw = Raw::connected(b.port, version, "bad-puback", true);
+        raw.send(&Packet::PubAck(PubReply::new(4242)));
+        let got = raw.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            expect(ReasonCode::PROTOCOL_ERROR),
+            "{got:?}"
+        );
+        by.check("unknown-puback");
+
+        // Malformed remaining length (five continuation bytes).
+        let mut raw = Raw::connected(b.port, version, "bad-length", true);
+        raw.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]);
+        let got = raw.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            expect(ReasonCode::MALFORMED_PACKET),
+            "{got:?}"
+        );
+        by.check("malformed-length");
+
+        // Reserved flags: SUBSCRIBE must have flags 0b0010.
+        let mut raw = Raw::connected(b.port, version, "bad-flags", true);
+        let mut sub = encode(
+            &Packet::Subscribe(robustmq_protocol::mqtt::Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![robustmq_protocol::mqtt::SubscribeFilter {
+                    filter: ByteString::from("a"),
+                    options: opts(QoS::AtMostOnce),
+                }],
+            }),
+            version,
+        );
+        sub[0] = 0x80;
+        raw.send_bytes(&sub);
+        let got = raw.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            expect(ReasonCode::MALFORMED_PACKET),
+            "{got:?}"
+        );
+        by.check("reserved-flags");
+
+        // PUBLISH with QoS 3.
+        let mut raw = Raw::connected(b.port, version, "bad-qos", true);
+        raw.send_bytes(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
+        let got = raw.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            expect(ReasonCode::MALFORMED_PACKET),
+            "{got:?}"
+        );
+        by.check("qos-3");
+
+        if v5 {
+            // A topic alias above the maximum the broker announced.
+            let (mut raw, ack) = Raw::connect(b.port, connect_packet(V5, "bad-alias", true, 60));
+            assert_eq!(ack.properties.topic_alias_maximum, Some(4));
+            let mut p = publish("alias/x", QoS::AtMostOnce, 0, b"x");
+            p.properties.topic_alias = Some(5);
+            raw.send(&Packet::Publish(p));
+            let got = raw.expect_closed(WAIT);
+            assert_eq!(
+                disconnect_reason(&got),
+                Some(ReasonCode::TOPIC_ALIAS_INVALID)
+            );
+            by.check("alias-above-max");
+            // An alias never set, with an empty topic.
+            let mut raw = Raw::connected(b.port, V5, "bad-alias-unknown", true);
+            let mut p = publish("", QoS::AtMostOnce, 0, b"x");
+            p.properties.topic_alias = Some(2);
+            raw.send(&Packet::Publish(p));
+            let got = raw.expect_closed(WAIT);
+            assert_eq!(disconnect_reason(&got), Some(ReasonCode::PROTOCOL_ERROR));
+            by.check("alias-unknown");
+        }
+    }
+}
+
+/// Topic aliases both ways: the client's aliases are resolved; a client
+/// that allows aliases gets the topic once, then the alias alone.
+#[test]
+fn v5_topic_alias_both_ways() {
+    let b = Broker::start();
+    let mut c = connect_packet(V5, &id_on_core("alias-sub", 0, 2), true, 60);
+    c.properties.topic_alias_maximum = Some(3);
+    let (mut sub, _) = Raw::connect(b.port, c);
+    assert_eq!(sub.subscribe(1, "alias/#", QoS::AtMostOnce), ReasonCode(0));
+    let mut plain = Raw::connected(b.port, V5, &id_on_core("alias-plain", 1, 2), true);
+    assert_eq!(
+        plain.subscribe(1, "alias/#", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("alias-pub", 1, 2), true);
+    let mut p = publish("alias/long/topic/name", QoS::AtLeastOnce, 1, b"one");
+    p.properties.topic_alias = Some(1);
+    assert_eq!(publ.publish_acked(p), ReasonCode::SUCCESS);
+    let mut p = publish("", QoS::AtLeastOnce, 2, b"two");
+    p.properties.topic_alias = Some(1);
+    assert_eq!(publ.publish_acked(p), ReasonCode::SUCCESS);
+    // Without aliases allowed, the topic is always there.
+    for payload in ["one", "two"] {
+        let got = plain.expect_publish();
+        assert_eq!(
+            (&*got.topic, &got.payload[..], got.properties.topic_alias),
+            ("alias/long/topic/name", payload.as_bytes(), None)
+        );
+    }
+    let first = sub.expect_publish();
+    assert_eq!(&*first.topic, "alias/long/topic/name");
+    let alias = first
+        .properties
+        .topic_alias
+        .expect("broker assigns an alias");
+    assert!((1..=3).contains(&alias));
+    let second = sub.expect_publish();
+    assert_eq!(&*second.topic, "", "the alias alone the second time");
+    assert_eq!(second.properties.topic_alias, Some(alias));
+    assert_eq!(&second.payload[..], b"two");
+}
+
+/// The broker sends no more unacknowledged QoS 1/2 messages than the
+/// client's receive maximum; an acknowledgement lets the next one go.
+#[test]
+fn v5_receive_maximum() {
+    let b = BrokerConfig::default().mqtt("receive_maximum = 2").start();
+    let mut c = connect_packet(V5, &id_on_core("rm-sub", 0, 2), true, 60);
+    c.properties.receive_maximum = Some(2);
+    let (mut sub, ack) = Raw::connect(b.port, c);
+    assert_eq!(ack.properties.receive_maximum, Some(2), "the broker's own");
+    assert_eq!(sub.subscribe(1, "rm/#", QoS::AtLeastOnce), ReasonCode(1));
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("rm-pub", 1, 2), true);
+    for i in 1..=5u16 {
+        publ.publish_acked(publish(
+            "rm/x",
+            QoS::AtLeastOnce,
+            i,
+            format!("{i}").as_bytes(),
+        ));
+    }
+    let a = sub.expect_publish();
+    let bb = sub.expect_publish();
+    assert_eq!((&a.payload[..], &bb.payload[..]), (&b"1"[..], &b"2"[..]));
+    sub.expect_silence(QUIET);
+    sub.ack(&a);
+    assert_eq!(&sub.expect_publish().payload[..], b"3");
+    sub.expect_silence(QUIET);
+    // Broker side: a client with more unreleased QoS 2 messages than the
+    // broker's receive maximum (2) is disconnected with 0x93.
+    for i in 10..12u16 {
+        publ.send(&Packet::Publish(publish(
+            "rm/q2",
+            QoS::ExactlyOnce,
+            i,
+            b"x",
+        )));
+    }
+    publ.send(&Packet::Publish(publish(
+        "rm/q2",
+        QoS::ExactlyOnce,
+        12,
+        b"x",
+    )));
+    let got = publ.expect_closed(WAIT);
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        "{got:?}"
+    );
+}
+
+/// Maximum packet size both ways: messages larger than the client accepts
+/// are not sent to it; a packet larger than the broker accepts closes the
+/// connection (5.0: DISCONNECT 0x95).
+#[test]
+fn maximum_packet_size_both_ways() {
+    let b = BrokerConfig::default()
+        .mqtt("max_packet_size = 1024")
+        .start();
+    let mut c = connect_packet(V5, &id_on_core("mps-sub", 0, 2), true, 60);
+    c.properties.maximum_packet_size = Some(100);
+    let (mut small, ack) = Raw::connect(b.port, c);
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024));
+    assert_eq!(small.subscribe(1, "mps/#", QoS::AtLeastOnce), ReasonCode(1));
+    let mut big = Raw::connected(b.port, V5, &id_on_core("mps-big", 1, 2), true);
+    assert_eq!(big.subscribe(1, "mps/#", QoS::AtLeastOnce), ReasonCode(1));
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("mps-pub", 1, 2), true);
+    publ.publish_acked(publish("mps/x", QoS::AtLeastOnce, 1, &[b'L'; 500]));
+    publ.publish_acked(publish("mps/x", QoS::AtLeastOnce, 2, b"small"));
+    let got = small.expect_publish();
+    assert_eq!(&got.payload[..], b"small", "the large one is not delivered");
+    small.ack(&got);
+    let got = big.expect_publish();
+    assert_eq!(got.payload.len(), 500);
+    big.ack(&got);
+    assert_eq!(&big.expect_publish().payload[..], b"small");
+    // Too large for the broker.
+    publ.publish("mps/x", QoS::AtMostOnce, 0, &[b'X'; 2000]);
+    let got = publ.expect_closed(WAIT);
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(ReasonCode::PACKET_TOO_LARGE),
+        "{got:?}"
+    );
+    let mut v3 = Raw::connected(b.port, V3, "mps-v3", true);
+    v3.publish("mps/x", QoS::AtMostOnce, 0, &[b'X'; 2000]);
+    assert_eq!(v3.expect_closed(WAIT), vec![]);
+    small.expect_silence(QUIET);
+}
+
+/// Message expiry: an expired message is not delivered to a session that
+/// comes back later; one still valid arrives with the interval left.
+#[test]
+fn v5_message_expiry() {
+    let b = Broker::start();
+    let id = id_on_core("mx-sub", 1, 2);
+    let (mut sub, _) = Raw::connect(b.port, expiring(V5, &id, true, 60));
+    assert_eq!(sub.subscribe(1, "mx/#", QoS::AtLeastOnce), ReasonCode(1));
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("mx-pub", 0, 2), true);
+    // Online: the remaining interval is forwarded.
+    let mut p = publish("mx/live", QoS::AtLeastOnce, 1, b"live");
+    p.properties.message_expiry_interval = Some(30);
+    publ.publish_acked(p);
+    let got = sub.expect_publish();
+    let left = got
+        .properties
+        .message_expiry_interval
+        .expect("expiry forwarded");
+    assert!((29..=30).contains(&left), "{left}");
+    sub.ack(&got);
+    sub.disconnect();
+    let mut p = publish("mx/a", QoS::AtLeastOnce, 2, b"short");
+    p.properties.message_expiry_interval = Some(1);
+    publ.publish_acked(p);
+    let mut p = publish("mx/a", QoS::AtLeastOnce, 3, b"long");
+    p.properties.message_expiry_interval = Some(60);
+    publ.publish_acked(p);
+    publ.publish_acked(publish("mx/a", QoS::AtLeastOnce, 4, b"forever"));
+    // Let the short one expire while the session is offline.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (mut sub, ack) = Raw::connect(b.port, expiring(V5, &id, false, 60));
+    assert!(ack.session_present);
+    let got = sub.expect_publish();
+    assert_eq!(
+        &got.payload[..],
+        b"long",
+        "the expired one is not delivered"
+    );
+    let left = got
+        .properties
+        .message_expiry_interval
+        .expect("interval left");
+    assert!((56..=58).contains(&left), "about 60 - 2 s left: {left}");
+    sub.ack(&got);
+    let got = sub.expect_publish();
+    assert_eq!(&got.payload[..], b"forever");
+    assert_eq!(got.properties.message_expiry_interval, None);
+}
+
+/// Session expiry: a session with a 1 s interval is gone 2 s after its
+/// connection; one with a longer interval is still there.
+#[test]
+fn v5_session_expiry() {
+    let b = Broker::start();
+    let (c, _) = Raw::connect(b.port, expiring(V5, "sx-short", true, 1));
+    c.disconnect();
+    let (c, _) = Raw::connect(b.port, expiring(V5, "sx-long", true, 30));
+    c.disconnect();
+    let (mut c, _) = Raw::connect(b.port, expiring(V5, "sx-zero", true, 0));
+    c.subscribe(1, "x", QoS::AtLeastOnce);
+    c.disconnect();
+    // Present right after the disconnect.
+    let (c, ack) = Raw::connect(b.port, expiring(V5, "sx-short", false, 1));
+    assert!(ack.session_present);
+    c.disconnect();
+    std::thread::sleep(Duration::from_millis(1800));
+    let (_c, ack) = Raw::connect(b.port, expiring(V5, "sx-short", false, 1));
+    assert!(!ack.session_present, "expired after 1 s");
+    let (_c, ack) = Raw::connect(b.port, expiring(V5, "sx-long", false, 30));
+    assert!(ack.session_present);
+    let (_c, ack) = Raw::connect(b.port, expiring(V5, "sx-zero", false, 0));
+    assert!(!ack.session_present, "expiry 0 ends with the connection");
+    // The DISCONNECT can change the interval: 0 -> ends now is the default
+    // case above; 30 -> 0 ends the session.
+    let (mut c, _) = Raw::connect(b.port, expiring(V5, "sx-change", true, 30));
+    let mut d = robustmq_protocol::mqtt::Disconnect::default();
+    d.properties.session_expiry_interval = Some(0);
+    c.send(&Packet::Disconnect(d));
+    c.expect_closed(WAIT);
+    let (_c, ack) = Raw::connect(b.port, expiring(V5, "sx-change", false, 30));
+    assert!(!ack.session_present);
+}
+
+fn will_connect(id: &str, delay: Option<u32>, expiry: u32, payload: &str) -> Connect {
+    let mut c = expiring(V5, id, true, expiry);
+    let properties = Properties {
+        will_delay_interval: delay,
+        ..Default::default()
+    };
+    c.will = Some(LastWill {
+        topic: ByteString::from("will/raw"),
+        payload: Bytes::from(payload.to_string()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties,
+    });
+    c
+}
+
+/// Will delay: published after the delay; cancelled by a reconnect within
+/// it; published at session expiry when that comes first.
+#[test]
+fn v5_will_delay() {
+    let b = Broker::start();
+    let mut watch = Raw::connected(b.port, V5, &id_on_core("wd-watch", 0, 2), true);
+    assert_eq!(
+        watch.subscribe(1, "will/#", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+
+    // Delay 1 s: not at once, then within about a second.
+    let (c, _) = Raw::connect(b.port, will_connect("wd-delayed", Some(1), 60, "delayed"));
+    let dropped = Instant::now();
+    drop(c);
+    watch.expect_silence(Duration::from_millis(700));
+    let got = watch.expect_publish();
+    let t = dropped.elapsed();
+    assert_eq!(&got.payload[..], b"delayed");
+    assert!(t <= Duration::from_millis(2500), "{t:?}");
+    watch.ack(&got);
+
+    // Delay 2 s, reconnect within it: the will is cancelled.
+    let (c, _) = Raw::connect(b.port, will_connect("wd-cancel", Some(2), 60, "cancelled"));
+    drop(c);
+    let (_again, ack) = Raw::connect(b.port, expiring(V5, "wd-cancel", false, 60));
+    assert!(ack.session_present);
+
+    // Delay 60 s but session expiry 1 s: published when the session ends.
+    let (c, _) = Raw::connect(b.port, will_connect("wd-expiry", Some(60), 1, "at-expiry"));
+    drop(c);
+    let got = watch.expect_publish();
+    assert_eq!(&got.payload[..], b"at-expiry");
+    watch.ack(&got);
+    // And nothing from the cancelled one, well past its 2 s.
+    watch.expect_silence(Duration::from_millis(1500));
+
+    // DISCONNECT 0x04 (with will message) publishes it.
+    let (mut c, _) = Raw::connect(b.port, will_connect("wd-with-will", None, 0, "asked"));
+    c.send(&Packet::Disconnect(
+        robustmq_protocol::mqtt::Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE),
+    ));
+    assert_eq!(&watch.expect_publish().payload[..], b"asked");
+}
+
+fn sub_opts(qos: QoS, no_local: bool, rap: bool, rh: RetainHandling) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        no_local,
+        retain_as_published: rap,
+        retain_handling: rh,
+    }
+}
+
+/// Retain handling 0/1/2, retain-as-published, no-local and subscription
+/// identifiers (the highest QoS and every matching identifier for
+/// overlapping subscriptions).
+#[test]
+fn v5_subscription_options_and_identifiers() {
+    let b = Broker::start();
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("so-pub", 0, 2), true);
+    let mut p = publish("so/r", QoS::AtLeastOnce, 1, b"retained");
+    p.retain = true;
+    publ.publish_acked(p);
+
+    let mut s = Raw::connected(b.port, V5, &id_on_core("so-sub", 1, 2), true);
+    // Retain handling 0: sent at every subscribe.
+    let o = sub_opts(
+        QoS::AtLeastOnce,
+        false,
+        false,
+        RetainHandling::SendAtSubscribe,
+    );
+    s.subscribe_with(1, &[("so/r", o)], Properties::default());
+    let got = s.expect_publish();
+    assert!(got.retain && &got.payload[..] == b"retained");
+    s.ack(&got);
+    s.subscribe_with(2, &[("so/r", o)], Properties::default());
+    let got = s.expect_publish();
+    assert!(got.retain);
+    s.ack(&got);
+    // Retain handling 1: only when the subscription is new.
+    let o1 = sub_opts(
+        QoS::AtLeastOnce,
+        false,
+        false,
+        RetainHandling::SendAtSubscribeIfNew,
+    );
+    s.subscribe_with(3, &[("so/+", o1)], Properties::default());
+    let got = s.expect_publish();
+    assert!(got.retain);
+    s.ack(&got);
+    s.subscribe_with(4, &[("so/+", o1)], Properties::default());
+    s.expect_silence(QUIET);
+    // Retain handling 2: never.
+    let o2 = sub_opts(QoS::AtLeastOnce, false, false, RetainHandling::DoNotSend);
+    s.subscribe_with(5, &[("so/#", o2)], Properties::default());
+    s.expect_silence(QUIET);
+
+    // Retain as published: a live retained publish keeps its flag only for
+    // the subscription that asks for it.
+    let mut rap = Raw::connected(b.port, V5, &id_on_core("so-rap", 0, 2), true);
+    let o = sub_opts(QoS::AtLeastOnce, false, true, RetainHandling::DoNotSend);
+    rap.subscribe_with(1, &[("so/live", o)], Properties::default());
+    let mut plain = Raw::connected(b.port, V5, &id_on_core("so-plain", 1, 2), true);
+    let o = sub_opts(QoS::AtLeastOnce, false, false, RetainHandling::DoNotSend);
+    plain.subscribe_with(1, &[("so/live", o)], Properties::default());
+    let mut p = publish("so/live", QoS::AtLeastOnce, 2, b"live");
+    p.retain = true;
+    publ.publish_acked(p);
+    assert!(rap.expect_publish().retain, "retain as published");
+    assert!(!plain.expect_publish().retain);
+
+    // No local: a client does not get its own messages on that filter.
+    let mut me = Raw::connected(b.port, V5, &id_on_core("so-me", 1, 2), true);
+    let nl = sub_opts(
+        QoS::AtLeastOnce,
+        true,
+        false,
+        RetainHandling::SendAtSubscribe,
+    );
+    me.subscribe_with(1, &[("so/nl", nl)], Properties::default());
+    me.publish_acked(publish("so/nl", QoS::AtLeastOnce, 7, b"mine"));
+    me.expect_silence(QUIET);
+    publ.publish_acked(publish("so/nl", QoS::AtLeastOnce, 3, b"theirs"));
+    assert_eq!(&me.expect_publish().payload[..], b"theirs");
+
+    // Subscription identifiers: one per subscription, all that match.
+    let mut ids = Raw::connected(b.port, V5, &id_on_core("so-ids", 0, 2), true);
+    let props = Properties {
+        subscription_identifiers: vec![11],
+        ..Default::default()
+    };
+    ids.subscribe_with(1, &[("sid/+", opts(QoS::AtMostOnce))], props);
+    let props = Properties {
+        subscription_identifiers: vec![22],
+        ..Default::default()
+    };
+    ids.subscribe_with(2, &[("sid/#", opts(QoS::AtLeastOnce))], props);
+    ids.subscribe_with(
+        3,
+        &[("sid/x/#", opts(QoS::AtMostOnce))],
+        Properties::default(),
+    );
+    publ.publish_acked(publish("sid/a", QoS::AtLeastOnce, 4, b"both"));
+    let got = ids.expect_publish();
+    let mut got_ids = got.properties.subscription_identifiers.clone();
+    got_ids.sort_unstable();
+    assert_eq!(got_ids, vec![11, 22]);
+    assert_eq!(got.qos, QoS::AtLeastOnce, "highest granted QoS");
+    ids.ack(&got);
+    ids.expect_silence(QUIET);
+    publ.publish_acked(publish("sid/x/y", QoS::AtLeastOnce, 5, b"one"));
+    let got = ids.expect_publish();
+    assert_eq!(got.properties.subscription_identifiers, vec![22]);
+}
+
+/// The ACL example of the issue, and a denied publish.
+#[test]
+fn acl_from_config() {
+    let b = BrokerConfig::default()
+        .tail(
+            "[[mqtt.acl]]\npermission = \"deny\"\naction = \"subscribe\"\ntopic = \"test/nosubscribe\"\n\
+             [[mqtt.acl]]\npermission = \"deny\"\naction = \"publish\"\ntopic = \"test/nopublish\"\n",
+        )
+        .start();
+    let mut watch = Raw::connected(b.port, V5, &id_on_core("acl-watch", 0, 2), true);
+    assert_eq!(
+        watch.subscribe(1, "test/#", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+    let mut v3 = Raw::connected(b.port, V3, &id_on_core("acl-v3", 1, 2), true);
+    assert_eq!(
+        v3.subscribe(1, "test/nosubscribe", QoS::AtLeastOnce),
+        ReasonCode(0x80)
+    );
+    assert_eq!(v3.subscribe(2, "test/ok", QoS::AtLeastOnce), ReasonCode(1));
+    let mut v5 = Raw::connected(b.port, V5, &id_on_core("acl-v5", 1, 2), true);
+    assert_eq!(
+        v5.subscribe(1, "test/nosubscribe", QoS::AtLeastOnce),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    // A denied publish: 5.0 PUBACK / PUBREC 0x87, 3.1.1 acknowledged; dropped.
+    let p = publish("test/nopublish", QoS::AtLeastOnce, 1, b"no");
+    assert_eq!(v5.publish_acked(p), ReasonCode::NOT_AUTHORIZED);
+    let p = publish("test/nopublish", QoS::ExactlyOnce, 2, b"no");
+    assert_eq!(v5.publish_acked(p), ReasonCode::NOT_AUTHORIZED);
+    let p = publish("test/nopublish", QoS::AtLeastOnce, 3, b"no");
+    assert_eq!(v3.publish_acked(p), ReasonCode::SUCCESS);
+    watch.expect_silence(QUIET);
+    v5.publish_acked(publish("test/ok", QoS::AtLeastOnce, 4, b"yes"));
+    assert_eq!(&watch.expect_publish().payload[..], b"yes");
+    assert_eq!(&v3.expect_publish().payload[..], b"yes");
+}
+
+#[test]
+fn limits_from_config() {
+    let b = BrokerConfig::default()
+        .mqtt("max_connections = 4")
+        .mqtt("max_subscriptions_per_client = 2")
+        .mqtt("max_topic_levels = 3")
+        .start();
+    let mut v5 = Raw::connected(b.port, V5, &id_on_core("lim-v5", 0, 2), true);
+    let mut v3 = Raw::connected(b.port, V3, &id_on_core("lim-v3", 1, 2), true);
+    // Subscriptions per client.
+    assert_eq!(v5.subscribe(1, "a", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(v5.subscribe(2, "b", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(
+        v5.subscribe(3, "c", QoS::AtMostOnce),
+        ReasonCode::QUOTA_EXCEEDED
+    );
+    assert_eq!(
+        v5.subscribe(4, "a", QoS::AtLeastOnce),
+        ReasonCode(1),
+        "replacing is fine"
+    );
+    assert_eq!(v3.subscribe(1, "a", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(v3.subscribe(2, "b", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(v3.subscribe(3, "c", QoS::AtMostOnce), ReasonCode(0x80));
+    // Topic levels.
+    let mut lv = Raw::connected(b.port, V5, "lim-levels", true);
+    assert_eq!(
+        lv.subscribe(1, "a/b/c/d", QoS::AtMostOnce),
+        ReasonCode::TOPIC_FILTER_INVALID
+    );
+    assert_eq!(lv.subscribe(2, "a/b/c", QoS::AtMostOnce), ReasonCode(0));
+    lv.publish("a/b/c/d", QoS::AtMostOnce, 0, b"deep");
+    let got = lv.expect_closed(WAIT);
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(ReasonCode::TOPIC_NAME_INVALID),
+        "{got:?}"
+    );
+    // Connections: 2 open, 2 more fit, the fifth is refused.
+    let _c3 = Raw::connected(b.port, V5, "lim-c3", true);
+    let _c4 = Raw::connected(b.port, V3, "lim-c4", true);
+    let (_c5, ack) = Raw::connect(b.port, connect_packet(V5, "lim-c5", true, 60));
+    assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    let (_c6, ack) = Raw::connect(b.port, connect_packet(V3, "lim-c6", true, 60));
+    assert_ne!(ack.reason_code, ReasonCode::SUCCESS, "3.1.1 refused too");
+    // The ones in keep working.
+    v5.send(&Packet::PingReq);
+    assert_eq!(v5.expect(WAIT), Packet::PingResp);
+}
+
+/// SIGTERM: 5.0 clients get DISCONNECT 0x8B, 3.1.1 clients a close, the
+/// process exits 0.
+#[test]
+fn sigterm_disconnects_and_exits_zero() {
+    let mut b = Broker::start();
+    let mut v5a = Raw::connected(b.port, V5, &id_on_core("term-a", 0, 2), true);
+    let mut v5b = Raw::connected(b.port, V5, &id_on_core("term-b", 1, 2), true);
+    let mut v3 = Raw::connected(b.port, V3, "term-c", true);
+    b.sigterm();
+    for c in [&mut v5a, &mut v5b] {
+        let got = c.expect_closed(WAIT);
+        assert_eq!(
+            disconnect_reason(&got),
+            Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            "{got:?}"
+        );
+    }
+    assert_eq!(v3.expect_closed(WAIT), vec![]);
+    let status = b
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+/// `$SYS/brokers/1/...` topics are published every `sys_interval_secs`;
+/// `#` does not match them.
+#[test]
+fn sys_topics() {
+    let b = BrokerConfig::default()
+        .mqtt("sys_interval_secs = 1")
+        .start();
+    let mut all = Raw::connected(b.port, V3, &id_on_core("sys-all", 1, 2), true);
+    assert_eq!(all.subscribe(1, "#", QoS::AtMostOnce), ReasonCode(0));
+    let mut s = Raw::connected(b.port, V5, &id_on_core("sys-sub", 0, 2), true);
+    assert_eq!(
+        s.subscribe(1, "$SYS/brokers/1/#", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
+    let topics = [
+        "version",
+        "uptime",
+        "clients/connected",
+        "subscriptions/count",
+        "messages/received",
+        "messages/sent",
+        "messages/dropped",
+        "bytes/received",
+        "bytes/sent",
+    ];
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    // The retained ones from before the subscribe, then fresh ones that
+    // count both clients.
+    while Instant::now() < deadline {
+        match s.recv(Duration::from_millis(200)) {
+            Recv::Packet(Packet::Publish(p)) => {
+                let value = String::from_utf8_lossy(&p.payload).into_owned();
+                seen.insert(p.topic.to_string(), value);
+                let all = topics
+                    .iter()
+                    .all(|t| seen.contains_key(&format!("$SYS/brokers/1/{t}")));
+                if all
+                    && seen
+                        .get("$SYS/brokers/1/clients/connected")
+                        .map(String::as_str)
+                        == Some("2")
+                {
+                    break;
+                }
+            }
+            Recv::Closed => panic!("closed"),
+            _ => {}
+        }
+    }
+    for t in topics {
+        assert!(
+            seen.contains_key(&format!("$SYS/brokers/1/{t}")),
+            "{t} missing: {seen:?}"
+        );
+    }
+    assert_eq!(seen["$SYS/brokers/1/clients/connected"], "2", "{seen:?}");
+    assert_eq!(seen["$SYS/brokers/1/version"], env!("CARGO_PKG_VERSION"));
+    match all.recv(QUIET) {
+        Recv::Timeout => {}
+        other => panic!("# must not match $SYS topics: {other:?}"),
+    }
+}
+
+/// Publisher and subscriber on different cores, both directions, all
+/// QoS; wildcard routes added and removed across cores.
+#[test]
+fn cross_core_routes_follow_subscribe_and_unsubscribe() {
+    let b = Broker::start();
+    for (sub_core, pub_core) in [(0, 1), (1, 0), (0, 0), (1, 1)] {
+        let mut s = Raw::connected(
+            b.port,
+            V5,
+            &id_on_core(&format!("cc-s{sub_core}{pub_core}"), sub_core, 2),
+            true,
+        );
+        let mut p = Raw::connected(
+            b.port,
+            V5,
+            &id_on_core(&format!("cc-p{sub_core}{pub_core}"), pub_core, 2),
+            true,
+        );
+        let filter = format!("cc/{sub_core}{pub_core}/+");
+        assert_eq!(s.subscribe(1, &filter, QoS::ExactlyOnce), ReasonCode(2));
+        for (i, q) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .enumerate()
+        {
+            let topic = format!("cc/{sub_core}{pub_core}/{i}");
+            p.publish_acked(publish(&topic, q, i as u16 + 1, b"x"));
+            let got = s.expect_publish();
+            assert_eq!((&*got.topic, got.qos), (topic.as_str(), q));
+            s.ack(&got);
+        }
+        s.send(&Packet::Unsubscribe(robustmq_protocol::mqtt::Unsubscribe {
+            packet_id: 9,
+            properties: Properties::default(),
+            filters: vec![ByteString::from(filter.as_str())],
+        }));
+        s.wait_for(WAIT, |p| matches!(p, Packet::UnsubAck(_)).then_some(()));
+        p.publish_acked(publish(
+            &format!("cc/{sub_core}{pub_core}/z"),
+            QoS::AtLeastOnce,
+            8,
+            b"x",
+        ));
+        s.expect_silence(QUIET);
+    }
+    let _ = Publish::default();
+}
