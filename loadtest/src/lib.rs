@@ -2,4 +2,5 @@
 //! placement center. Each subcommand lives in its own module.
 
 pub mod journal;
+pub mod mqtt;
 pub mod placement;

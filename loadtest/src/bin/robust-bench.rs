@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use robustmq_loadtest::{journal, placement};
+use robustmq_loadtest::{journal, mqtt, placement};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,6 +21,9 @@ enum Command {
     Journal(journal::JournalBenchArgs),
     /// Puts and gets keys in the Placement Center.
     Placement(placement::PlacementBenchArgs),
+    /// MQTT brokers: conn, pub, sub, fanin, fanout, p2p, sharesub, compare.
+    #[command(flatten)]
+    Mqtt(mqtt::MqttCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Journal(args) => journal::run(args),
         Command::Placement(args) => placement::run(args),
+        Command::Mqtt(cmd) => mqtt::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,148 @@
+//! robust-bench against a real robust-server: builds the broker (debug),
+//! starts it on a free port, runs a short QoS 1 fan-in and checks the JSON
+//! line. Fails (never skips) if the broker or the bench is broken.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Broker {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loadtest/ is in the workspace")
+        .to_path_buf()
+}
+
+fn build_server() -> PathBuf {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-p", "robustmq-core", "--bin", "robust-server"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build of robust-server failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug").join("robust-server");
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+fn start_broker() -> Broker {
+    let bin = build_server();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("robust-bench-it-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = Command::new(bin)
+        .args(["--roles", "mqtt", "--mqtt-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start robust-server");
+    let broker = Broker { child, port, dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "robust-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker
+}
+
+fn bench(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_robust-bench"))
+        .args(args)
+        .args(["--port", &port.to_string(), "--json", "--quiet"])
+        .output()
+        .expect("run robust-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "robust-bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("some output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
+}
+
+#[test]
+fn qos1_fanin_and_p2p_against_robust_server() {
+    let broker = start_broker();
+    let v = bench(
+        broker.port,
+        &[
+            "fanin",
+            "--qos",
+            "1",
+            "-P",
+            "4",
+            "--rate",
+            "500",
+            "--inflight",
+            "16",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.3",
+        ],
+    );
+    let received = v["received"].as_u64().unwrap();
+    assert!(received > 0, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["duplicates"], 0, "{v}");
+    assert_eq!(v["expected"].as_u64().unwrap(), received, "{v}");
+    assert_eq!(v["sent"], v["acked"], "{v}");
+    // 4 publishers x 500/s for 1.8 s.
+    assert!(received >= 3000, "{v}");
+    assert!(v["latency_ms"]["count"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["errors"].as_array().unwrap().is_empty(), "{v}");
+
+    // p2p at QoS 1 over MQTT 5.0: each subscriber hears its own publisher.
+    let v = bench(
+        broker.port,
+        &[
+            "p2p",
+            "-P",
+            "5",
+            "--qos",
+            "1",
+            "--mqtt",
+            "5",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert!(v["received"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+    assert_eq!(v["foreign"], 0, "{v}");
+}
