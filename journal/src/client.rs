@@ -165,6 +165,19 @@ impl JournalClient {
         }
     }
 
+    /// One segment's summary.
+    pub fn describe_segment(
+        &mut self,
+        shard: &str,
+        base_offset: u64,
+    ) -> Result<SegmentInfo, ClientError> {
+        let shard = shard.to_string();
+        match self.call(&Request::DescribeSegment { shard, base_offset })? {
+            Response::Segment(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Seals the `Write` segment; returns its base offset.
     pub fn seal_segment(&mut self, shard: &str) -> Result<u64, ClientError> {
         let shard = shard.to_string();

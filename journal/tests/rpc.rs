@@ -131,6 +131,12 @@ fn every_operation_over_tcp() {
     assert_eq!(c.offset_for_time("orders", 0).unwrap(), Some(0));
     assert!(c.offset_for_time("orders", ts).unwrap().is_some());
     assert_eq!(c.offset_for_time("orders", u64::MAX).unwrap(), None);
+    let first = c.describe_segment("orders", 0).unwrap();
+    assert_eq!(first, segs[0]);
+    assert_eq!(
+        code(c.describe_segment("orders", 12345).unwrap_err()),
+        ErrorCode::SegmentNotFound
+    );
     let active = segs.last().unwrap().base_offset;
     assert_eq!(c.seal_segment("orders").unwrap(), active);
     assert!(

@@ -201,6 +201,9 @@ impl Core {
             Request::ListSegments { shard } => {
                 Ok(Response::Segments(self.shard(&shard)?.segments()))
             }
+            Request::DescribeSegment { shard, base_offset } => Ok(Response::Segment(
+                self.shard(&shard)?.describe_segment(base_offset)?,
+            )),
             Request::SealSegment { shard } => {
                 Ok(Response::Sealed(self.shard(&shard)?.seal().await?))
             }

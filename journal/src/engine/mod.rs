@@ -280,6 +280,18 @@ impl Journal {
         }
     }
 
+    /// One segment's summary.
+    pub async fn describe_segment(&self, shard: &str, base_offset: u64) -> Result<SegmentInfo> {
+        let req = Request::DescribeSegment {
+            shard: shard.to_string(),
+            base_offset,
+        };
+        match self.call(req).await? {
+            Response::Segment(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Seals the `Write` segment; returns its base offset.
     pub async fn seal_segment(&self, shard: &str) -> Result<u64> {
         let req = Request::SealSegment {

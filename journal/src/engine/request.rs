@@ -54,6 +54,13 @@ pub enum Request {
         /// The shard.
         shard: String,
     },
+    /// One segment's summary.
+    DescribeSegment {
+        /// The shard.
+        shard: String,
+        /// The segment's base offset.
+        base_offset: u64,
+    },
     /// Seal the shard's `Write` segment.
     SealSegment {
         /// The shard.
@@ -101,6 +108,8 @@ pub enum Response {
     Offset(Option<u64>),
     /// Segment summaries.
     Segments(Vec<SegmentInfo>),
+    /// One segment's summary.
+    Segment(SegmentInfo),
     /// Base offset of a sealed segment.
     Sealed(u64),
 }
@@ -118,6 +127,7 @@ impl Request {
             | Request::Read { shard, .. }
             | Request::OffsetForTime { shard, .. }
             | Request::ListSegments { shard }
+            | Request::DescribeSegment { shard, .. }
             | Request::SealSegment { shard }
             | Request::DeleteSegment { shard, .. }
             | Request::CommitOffset { shard, .. }

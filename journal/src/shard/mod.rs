@@ -248,6 +248,17 @@ impl Shard {
             .collect()
     }
 
+    /// One segment's summary.
+    pub fn describe_segment(&self, base_offset: u64) -> Result<SegmentInfo> {
+        self.segments()
+            .into_iter()
+            .find(|s| s.base_offset == base_offset)
+            .ok_or_else(|| JournalError::SegmentNotFound {
+                shard: self.name(),
+                base_offset,
+            })
+    }
+
     /// Deletes the oldest segment, which must be sealed.
     pub fn delete_segment(&self, base_offset: u64) -> Result<()> {
         retention::delete_oldest(&mut self.state.borrow_mut(), base_offset)

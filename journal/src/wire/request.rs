@@ -200,6 +200,15 @@ fn body<'a>(
             let t = fb::ListSegments::create(fbb, &fb::ListSegmentsArgs { shard });
             (B::ListSegments, t.as_union_value())
         }
+        Request::DescribeSegment { shard, base_offset } => {
+            let shard = Some(fbb.create_string(shard));
+            let args = fb::DescribeSegmentArgs {
+                shard,
+                base_offset: *base_offset,
+            };
+            let t = fb::DescribeSegment::create(fbb, &args);
+            (B::DescribeSegment, t.as_union_value())
+        }
         Request::SealSegment { shard } => {
             let shard = Some(fbb.create_string(shard));
             let t = fb::SealSegment::create(fbb, &fb::SealSegmentArgs { shard });
@@ -329,6 +338,13 @@ fn decode_body(r: &fb::Request<'_>) -> Result<Request, String> {
             let b = r.body_as_list_segments().ok_or_else(missing)?;
             Request::ListSegments {
                 shard: s(b.shard(), "shard")?,
+            }
+        }
+        B::DescribeSegment => {
+            let b = r.body_as_describe_segment().ok_or_else(missing)?;
+            Request::DescribeSegment {
+                shard: s(b.shard(), "shard")?,
+                base_offset: b.base_offset(),
             }
         }
         B::SealSegment => {

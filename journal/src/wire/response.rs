@@ -176,6 +176,7 @@ fn ok_body<'a>(fbb: &mut Fbb<'a>, r: &Response) -> Body {
             let t = fb::Segments::create(fbb, &fb::SegmentsArgs { segments });
             (B::Segments, t.as_union_value())
         }
+        Response::Segment(s) => (B::SegmentInfo, segment_to_fb(fbb, s).as_union_value()),
         Response::Sealed(b) => {
             let t = fb::Sealed::create(fbb, &fb::SealedArgs { base_offset: *b });
             (B::Sealed, t.as_union_value())
@@ -262,6 +263,9 @@ fn decode_ok(r: &fb::Response<'_>) -> Result<Response, String> {
                 .map(|v| v.iter().map(segment_from_fb).collect());
             Response::Segments(list.unwrap_or(Ok(Vec::new()))?)
         }
+        B::SegmentInfo => Response::Segment(segment_from_fb(
+            r.body_as_segment_info().ok_or_else(missing)?,
+        )?),
         B::Sealed => Response::Sealed(r.body_as_sealed().ok_or_else(missing)?.base_offset()),
         other => return Err(format!("unknown response type {}", other.0)),
     })

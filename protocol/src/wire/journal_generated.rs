@@ -334,10 +334,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for SegmentStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 12;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 13] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 14] = [
   RequestBody::NONE,
   RequestBody::CreateShard,
   RequestBody::DeleteShard,
@@ -348,6 +348,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 13] = [
   RequestBody::OffsetForTime,
   RequestBody::ListSegments,
   RequestBody::SealSegment,
+  RequestBody::DescribeSegment,
   RequestBody::DeleteSegment,
   RequestBody::CommitOffset,
   RequestBody::GetOffset,
@@ -368,12 +369,13 @@ impl RequestBody {
   pub const OffsetForTime: Self = Self(7);
   pub const ListSegments: Self = Self(8);
   pub const SealSegment: Self = Self(9);
-  pub const DeleteSegment: Self = Self(10);
-  pub const CommitOffset: Self = Self(11);
-  pub const GetOffset: Self = Self(12);
+  pub const DescribeSegment: Self = Self(10);
+  pub const DeleteSegment: Self = Self(11);
+  pub const CommitOffset: Self = Self(12);
+  pub const GetOffset: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateShard,
@@ -385,6 +387,7 @@ impl RequestBody {
     Self::OffsetForTime,
     Self::ListSegments,
     Self::SealSegment,
+    Self::DescribeSegment,
     Self::DeleteSegment,
     Self::CommitOffset,
     Self::GetOffset,
@@ -402,6 +405,7 @@ impl RequestBody {
       Self::OffsetForTime => Some("OffsetForTime"),
       Self::ListSegments => Some("ListSegments"),
       Self::SealSegment => Some("SealSegment"),
+      Self::DescribeSegment => Some("DescribeSegment"),
       Self::DeleteSegment => Some("DeleteSegment"),
       Self::CommitOffset => Some("CommitOffset"),
       Self::GetOffset => Some("GetOffset"),
@@ -464,10 +468,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 9;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 10;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 10] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 11] = [
   ResponseBody::NONE,
   ResponseBody::Error,
   ResponseBody::Done,
@@ -478,6 +482,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 10] = [
   ResponseBody::OffsetAnswer,
   ResponseBody::Segments,
   ResponseBody::Sealed,
+  ResponseBody::SegmentInfo,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -495,9 +500,10 @@ impl ResponseBody {
   pub const OffsetAnswer: Self = Self(7);
   pub const Segments: Self = Self(8);
   pub const Sealed: Self = Self(9);
+  pub const SegmentInfo: Self = Self(10);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Error,
@@ -509,6 +515,7 @@ impl ResponseBody {
     Self::OffsetAnswer,
     Self::Segments,
     Self::Sealed,
+    Self::SegmentInfo,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -523,6 +530,7 @@ impl ResponseBody {
       Self::OffsetAnswer => Some("OffsetAnswer"),
       Self::Segments => Some("Segments"),
       Self::Sealed => Some("Sealed"),
+      Self::SegmentInfo => Some("SegmentInfo"),
       _ => None,
     }
   }
@@ -2437,6 +2445,119 @@ impl ::core::fmt::Debug for ListSegments<'_> {
       ds.finish()
   }
 }
+pub enum DescribeSegmentOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeSegment<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DescribeSegment<'a> {
+  type Inner = DescribeSegment<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DescribeSegment<'a> {
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BASE_OFFSET: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DescribeSegment { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DescribeSegmentArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DescribeSegment<'bldr>> {
+    let mut builder = DescribeSegmentBuilder::new(_fbb);
+    builder.add_base_offset(args.base_offset);
+    if let Some(x) = args.shard { builder.add_shard(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn shard(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DescribeSegment::VT_SHARD, None)}
+  }
+  #[inline]
+  pub fn base_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DescribeSegment::VT_BASE_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DescribeSegment<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u64>("base_offset", Self::VT_BASE_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeSegmentArgs<'a> {
+    pub shard: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub base_offset: u64,
+}
+impl<'a> Default for DescribeSegmentArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeSegmentArgs {
+      shard: None,
+      base_offset: 0,
+    }
+  }
+}
+
+pub struct DescribeSegmentBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeSegmentBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_shard(&mut self, shard: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeSegment::VT_SHARD, shard);
+  }
+  #[inline]
+  pub fn add_base_offset(&mut self, base_offset: u64) {
+    self.fbb_.push_slot::<u64>(DescribeSegment::VT_BASE_OFFSET, base_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeSegmentBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DescribeSegmentBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DescribeSegment<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DescribeSegment<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeSegment");
+      ds.field("shard", &self.shard());
+      ds.field("base_offset", &self.base_offset());
+      ds.finish()
+  }
+}
 pub enum SealSegmentOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3084,6 +3205,21 @@ impl<'a> Request<'a> {
 
   #[inline]
   #[allow(non_snake_case)]
+  pub fn body_as_describe_segment(&self) -> Option<DescribeSegment<'a>> {
+    if self.body_type() == RequestBody::DescribeSegment {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeSegment::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
   pub fn body_as_delete_segment(&self) -> Option<DeleteSegment<'a>> {
     if self.body_type() == RequestBody::DeleteSegment {
       self.body().map(|t| {
@@ -3147,6 +3283,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::OffsetForTime => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetForTime>>("RequestBody::OffsetForTime", pos),
           RequestBody::ListSegments => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListSegments>>("RequestBody::ListSegments", pos),
           RequestBody::SealSegment => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SealSegment>>("RequestBody::SealSegment", pos),
+          RequestBody::DescribeSegment => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeSegment>>("RequestBody::DescribeSegment", pos),
           RequestBody::DeleteSegment => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteSegment>>("RequestBody::DeleteSegment", pos),
           RequestBody::CommitOffset => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffset>>("RequestBody::CommitOffset", pos),
           RequestBody::GetOffset => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetOffset>>("RequestBody::GetOffset", pos),
@@ -3269,6 +3406,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::SealSegment => {
           if let Some(x) = self.body_as_seal_segment() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeSegment => {
+          if let Some(x) = self.body_as_describe_segment() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4298,6 +4442,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_segment_info(&self) -> Option<SegmentInfo<'a>> {
+    if self.body_type() == ResponseBody::SegmentInfo {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SegmentInfo::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -4318,6 +4477,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::OffsetAnswer => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetAnswer>>("ResponseBody::OffsetAnswer", pos),
           ResponseBody::Segments => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Segments>>("ResponseBody::Segments", pos),
           ResponseBody::Sealed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Sealed>>("ResponseBody::Sealed", pos),
+          ResponseBody::SegmentInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SegmentInfo>>("ResponseBody::SegmentInfo", pos),
           _ => Ok(()),
         }
      })?
@@ -4437,6 +4597,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::Sealed => {
           if let Some(x) = self.body_as_sealed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::SegmentInfo => {
+          if let Some(x) = self.body_as_segment_info() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
