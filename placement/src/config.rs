@@ -34,6 +34,9 @@ pub struct PlacementConfig {
     pub node_timeout_ms: u64,
     /// Allows the `FaultReq` test hook (isolating this member).
     pub fault_injection: bool,
+    /// Threads of the control-plane runtime serving RPC and the transport
+    /// (the Raft loop has its own thread).
+    pub rpc_threads: usize,
 }
 
 impl Default for PlacementConfig {
@@ -44,11 +47,12 @@ impl Default for PlacementConfig {
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 2,
-            snapshot_entries: 10_000,
+            snapshot_entries: 100_000,
             log_keep_entries: 1_000,
             request_timeout_ms: 5_000,
             node_timeout_ms: 10_000,
             fault_injection: false,
+            rpc_threads: 2,
         }
     }
 }
@@ -81,6 +85,9 @@ impl PlacementConfig {
     pub fn validate(&self, node_id: u64) -> Result<(), String> {
         if node_id == 0 {
             return Err("`node_id` 0 is reserved".into());
+        }
+        if self.rpc_threads == 0 {
+            return Err("`placement.rpc_threads` must be positive".into());
         }
         if self.tick_ms == 0 {
             return Err("`placement.tick_ms` must be positive".into());

@@ -445,7 +445,11 @@ impl Driver {
         if let Some(hs) = rd.hs() {
             store.set_hard_state(hs.clone());
         }
-        store.sync().map_err(|e| e.to_string())?;
+        if rd.must_sync() {
+            // New entries, term or vote: durable before anyone hears of them.
+            store.sync().map_err(|e| e.to_string())?;
+        }
+        // Otherwise only the commit index moved: it rides with the next sync.
         self.send(rd.take_persisted_messages());
         self.apply(rd.take_committed_entries());
         self.take_read_states(rd.take_read_states());

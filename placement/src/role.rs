@@ -63,7 +63,7 @@ impl Drop for Running {
 pub fn start(node_id: u64, data_dir: &Path, config: &PlacementConfig) -> Result<Running, String> {
     config.validate(node_id)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(config.rpc_threads)
         .thread_name("placement-rt")
         .enable_all()
         .build()

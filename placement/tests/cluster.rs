@@ -46,6 +46,7 @@ fn config(addr: SocketAddr, peers: &BTreeMap<u64, SocketAddr>) -> PlacementConfi
         request_timeout_ms: 3000,
         node_timeout_ms: 300,
         fault_injection: true,
+        rpc_threads: 1,
     }
 }
 
