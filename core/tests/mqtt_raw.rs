@@ -102,8 +102,6 @@ fn keep_alive_timeout_closes_silent_clients() {
         ack.properties.server_keep_alive, None,
         "1 s is granted as asked"
     );
-    // A third one pings and stays.
-    let (mut pinger, _) = Raw::connect(b.port, connect_packet(V5, "ka-ping", true, 1));
     let got5 = v5.expect_closed(Duration::from_secs(4));
     let t5 = start.elapsed();
     assert_eq!(
@@ -119,8 +117,6 @@ fn keep_alive_timeout_closes_silent_clients() {
             "closed after {t:?}, expected about 1.5 s"
         );
     }
-    pinger.send(&Packet::PingReq);
-    assert_eq!(pinger.expect(WAIT), Packet::PingResp);
 }
 
 #[test]
@@ -508,6 +504,15 @@ fn v5_message_expiry() {
     let got = sub.expect_publish();
     assert_eq!(&got.payload[..], b"forever");
     assert_eq!(got.properties.message_expiry_interval, None);
+    sub.ack(&got);
+    // An expired retained message is not sent at subscribe.
+    let mut p = publish("mx/ret", QoS::AtLeastOnce, 5, b"ret-short");
+    (p.retain, p.properties.message_expiry_interval) = (true, Some(1));
+    publ.publish_acked(p);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut late = Raw::connected(b.port, V5, &id_on_core("mx-late", 0, 2), true);
+    assert_eq!(late.subscribe(1, "mx/ret", QoS::AtLeastOnce), ReasonCode(1));
+    late.expect_silence(QUIET);
 }
 
 /// Session expiry: a session with a 1 s interval is gone 2 s after its
@@ -938,4 +943,240 @@ fn cross_core_routes_follow_subscribe_and_unsubscribe() {
         s.expect_silence(QUIET);
     }
     let _ = Publish::default();
+}
+
+/// Keep-alive counts every control packet from the client, not only
+/// PINGREQ and publishes: a client that only subscribes stays connected.
+#[test]
+fn keep_alive_counts_every_packet() {
+    let b = Broker::start();
+    for version in [V3, V5] {
+        let (mut c, _) = Raw::connect(b.port, connect_packet(version, "ka-busy", true, 1));
+        let until = Instant::now() + Duration::from_millis(2600);
+        let mut id = 1;
+        while Instant::now() < until {
+            let rc = c.subscribe(id, "ka/x", QoS::AtMostOnce);
+            assert_eq!(rc, ReasonCode(0), "{version:?}: connection alive at {id}");
+            id += 1;
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+}
+
+/// A 3.1.1 client cannot be told a Server Keep Alive: the broker must not
+/// cut it before 1.5 x the keep-alive it asked for.
+#[test]
+fn v3_keep_alive_above_the_maximum_is_honoured() {
+    let b = BrokerConfig::default().mqtt("max_keepalive = 1").start();
+    let (mut c, ack) = Raw::connect(b.port, connect_packet(V3, "ka-v3-long", true, 3));
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(2000));
+        c.send(&Packet::PingReq);
+        assert_eq!(
+            c.expect(WAIT),
+            Packet::PingResp,
+            "pinging within its own keep-alive"
+        );
+    }
+}
+
+/// QoS 2 from a client is delivered exactly once even when the client
+/// re-sends the PUBLISH (DUP) after a reconnect of its persistent session.
+#[test]
+fn qos2_inbound_exactly_once_across_reconnect() {
+    let b = Broker::start();
+    for version in [V3, V5] {
+        let mut sub = Raw::connected(b.port, version, &id_on_core("eo-sub", 0, 2), true);
+        assert_eq!(sub.subscribe(1, "eo/#", QoS::ExactlyOnce), ReasonCode(2));
+        let id = id_on_core("eo-pub", 1, 2);
+        let connect = || expiring(version, &id, false, 60);
+        let (mut publ, _) = Raw::connect(b.port, connect());
+        publ.send(&Packet::Publish(publish(
+            "eo/x",
+            QoS::ExactlyOnce,
+            7,
+            b"once",
+        )));
+        publ.wait_for(WAIT, |p| {
+            matches!(p, Packet::PubRec(r) if r.packet_id == 7).then_some(())
+        });
+        drop(publ);
+        let (mut publ, ack) = Raw::connect(b.port, connect());
+        assert!(ack.session_present);
+        let mut again = publish("eo/x", QoS::ExactlyOnce, 7, b"once");
+        again.dup = true;
+        assert_eq!(publ.publish_acked(again), ReasonCode::SUCCESS);
+        let got = sub.expect_publish();
+        assert_eq!(&got.payload[..], b"once");
+        sub.ack(&got);
+        sub.expect_silence(QUIET);
+        // The id is free again: a new message with it is a new message.
+        publ.publish_acked(publish("eo/x", QoS::ExactlyOnce, 7, b"next"));
+        let got = sub.expect_publish();
+        assert_eq!(&got.payload[..], b"next");
+        sub.ack(&got);
+    }
+}
+
+/// A shared-subscription member that leaves (clean session ends) gets no
+/// more messages; the others get them all.
+#[test]
+fn shared_member_leaving_loses_nothing() {
+    let b = Broker::start();
+    let mut stay = Raw::connected(b.port, V5, &id_on_core("sl-stay", 0, 2), true);
+    assert_eq!(
+        stay.subscribe(1, "$share/g/sl/#", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+    let mut leave = Raw::connected(b.port, V5, &id_on_core("sl-leave", 1, 2), true);
+    assert_eq!(
+        leave.subscribe(1, "$share/g/sl/#", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+    let mut unsub = Raw::connected(b.port, V3, &id_on_core("sl-unsub", 1, 2), true);
+    assert_eq!(
+        unsub.subscribe(1, "$share/g/sl/#", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+    leave.disconnect();
+    unsub.send(&Packet::Unsubscribe(robustmq_protocol::mqtt::Unsubscribe {
+        packet_id: 2,
+        properties: Properties::default(),
+        filters: vec![ByteString::from("$share/g/sl/#")],
+    }));
+    unsub.wait_for(WAIT, |p| matches!(p, Packet::UnsubAck(_)).then_some(()));
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("sl-pub", 1, 2), true);
+    for i in 1..=10u16 {
+        publ.publish_acked(publish(
+            "sl/x",
+            QoS::AtLeastOnce,
+            i,
+            format!("{i}").as_bytes(),
+        ));
+    }
+    for i in 1..=10 {
+        let got = stay.expect_publish();
+        assert_eq!(&got.payload[..], format!("{i}").as_bytes());
+        stay.ack(&got);
+    }
+    unsub.expect_silence(QUIET);
+}
+
+/// A full session queue drops by its policy (oldest first by default) and
+/// the drops are counted in `$SYS/.../messages/dropped`.
+#[test]
+fn queue_limit_drops_oldest_and_counts() {
+    let b = BrokerConfig::default()
+        .mqtt("max_queued_messages = 2")
+        .mqtt("sys_interval_secs = 1")
+        .start();
+    let id = id_on_core("ql-sub", 0, 2);
+    let (mut sub, _) = Raw::connect(b.port, expiring(V5, &id, true, 60));
+    assert_eq!(sub.subscribe(1, "ql/#", QoS::AtLeastOnce), ReasonCode(1));
+    sub.disconnect();
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("ql-pub", 1, 2), true);
+    for i in 1..=5u16 {
+        publ.publish_acked(publish(
+            "ql/x",
+            QoS::AtLeastOnce,
+            i,
+            format!("{i}").as_bytes(),
+        ));
+    }
+    let (mut sub, _) = Raw::connect(b.port, expiring(V5, &id, false, 60));
+    for i in [4, 5] {
+        let got = sub.expect_publish();
+        assert_eq!(&got.payload[..], format!("{i}").as_bytes());
+        sub.ack(&got);
+    }
+    sub.expect_silence(QUIET);
+    assert_eq!(
+        sub.subscribe(2, "$SYS/brokers/1/messages/dropped", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
+    let dropped = eventually(Duration::from_secs(4), || {
+        let p = sub.expect_publish();
+        let n: u64 = String::from_utf8_lossy(&p.payload).parse().unwrap();
+        (n >= 3).then_some(n)
+    });
+    assert!(dropped.is_some(), "3 drops counted");
+}
+
+/// A connection that sends nothing is closed after `connect_timeout_secs`.
+#[test]
+fn connect_timeout() {
+    let b = BrokerConfig::default()
+        .mqtt("connect_timeout_secs = 1")
+        .start();
+    let start = Instant::now();
+    let mut idle = Raw::open(b.port, V5);
+    assert_eq!(idle.expect_closed(Duration::from_secs(4)), vec![]);
+    let t = start.elapsed();
+    assert!(
+        t >= Duration::from_millis(900) && t < Duration::from_millis(3000),
+        "{t:?}"
+    );
+}
+
+/// CONNECT edge cases: an unknown protocol level is answered 0x01 (3.1.1
+/// form); MQTT 3.1 (MQIsdp) is served.
+#[test]
+fn connect_versions() {
+    let b = Broker::start();
+    let mut raw = Raw::open(b.port, V3);
+    // CONNECT "MQTT" level 6.
+    raw.send_bytes(&[
+        0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3C, 0x00, 0x01, b'x',
+    ]);
+    let mut bytes = Vec::new();
+    raw.stream.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = std::io::Read::read_to_end(&mut raw.stream, &mut bytes);
+    assert_eq!(bytes, [0x20, 0x02, 0x00, 0x01]);
+    let (mut v31, ack) = Raw::connect(
+        b.port,
+        connect_packet(ProtocolVersion::V3_1, "v31", true, 60),
+    );
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(v31.subscribe(1, "v31/#", QoS::ExactlyOnce), ReasonCode(2));
+    v31.publish_acked(publish("v31/a", QoS::ExactlyOnce, 2, b"old"));
+    let got = v31.expect_publish();
+    assert_eq!((&*got.topic, got.qos), ("v31/a", QoS::ExactlyOnce));
+}
+
+/// Invalid topics: a PUBLISH to a wildcard topic closes the connection
+/// (5.0: 0x90); a SUBSCRIBE to an invalid filter is refused or closes.
+#[test]
+fn invalid_topics() {
+    let b = Broker::start();
+    let mut by = Bystander::new(b.port, V5);
+    for version in [V3, V5] {
+        let mut c = Raw::connected(b.port, version, "bad-topic", true);
+        c.publish("a/+", QoS::AtMostOnce, 0, b"x");
+        let got = c.expect_closed(WAIT);
+        if version.is_v5() {
+            assert_eq!(
+                disconnect_reason(&got),
+                Some(ReasonCode::TOPIC_NAME_INVALID),
+                "{got:?}"
+            );
+        }
+        by.check("wildcard-publish");
+        let mut c = Raw::connected(b.port, version, "bad-filter", true);
+        c.send(&Packet::Subscribe(robustmq_protocol::mqtt::Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![robustmq_protocol::mqtt::SubscribeFilter {
+                filter: ByteString::from("a/#/b"),
+                options: opts(QoS::AtMostOnce),
+            }],
+        }));
+        match c.recv(WAIT) {
+            Recv::Packet(Packet::SubAck(a)) => assert!(a.reason_codes[0].is_error(), "{a:?}"),
+            Recv::Packet(Packet::Disconnect(d)) => assert!(d.reason_code.is_error()),
+            Recv::Closed => {}
+            other => panic!("{version:?}: {other:?}"),
+        }
+        by.check("invalid-filter");
+    }
 }

@@ -405,15 +405,15 @@ fn requested_session_expiry(connect: &Connect) -> u32 {
 
 /// The keep-alive the broker enforces: at most `max`. A 5.0 client asking
 /// for none or more is told `max` (Server Keep Alive); a 3.x client cannot
-/// be told, so its zero is left alone.
+/// be told, so its own value is kept: cutting it at 1.5 x `max` would
+/// disconnect a client that pings on time by its own keep-alive.
 fn granted_keep_alive(asked: u16, max: u16, version: ProtocolVersion) -> u16 {
-    if max == 0 {
+    if max == 0 || !version.is_v5() {
         return asked;
     }
-    match (asked, version.is_v5()) {
-        (0, true) => max,
-        (0, false) => 0,
-        (ka, _) => ka.min(max),
+    match asked {
+        0 => max,
+        ka => ka.min(max),
     }
 }
 
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(granted_keep_alive(120, 60, V5), 60);
         assert_eq!(granted_keep_alive(0, 60, V5), 60);
         assert_eq!(granted_keep_alive(0, 60, V3_1_1), 0);
-        assert_eq!(granted_keep_alive(120, 60, V3_1_1), 60);
+        assert_eq!(granted_keep_alive(120, 60, V3_1_1), 120);
     }
 
     #[test]

@@ -21,6 +21,11 @@ impl CoreBroker {
         let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
             return;
         };
+        // Keep-alive counts every control packet from the client (MQTT
+        // 3.1.1 and 5.0, 3.1.2.10), SUBSCRIBE and UNSUBSCRIBE included.
+        if let Some(entry) = self.sessions.get_mut(&client_id) {
+            entry.session.touch(now);
+        }
         let result = match packet {
             Packet::Publish(p) => self.on_publish(conn, &client_id, p, now),
             Packet::PubAck(r) => self.with_session(&client_id, |s| s.on_puback(r.packet_id, now)),
