@@ -1180,3 +1180,173 @@ fn invalid_topics() {
         by.check("invalid-filter");
     }
 }
+
+/// CONNECT and the packets after it in one write: the bytes past CONNECT
+/// travel with the connection when it is handed to the owner core.
+#[test]
+fn pipelined_packets_survive_the_hand_over() {
+    let b = Broker::start();
+    for version in [V3, V5] {
+        let mut watch = Raw::connected(b.port, version, &id_on_core("pipe-watch", 0, 2), true);
+        assert_eq!(
+            watch.subscribe(1, "pipe/#", QoS::AtLeastOnce),
+            ReasonCode(1)
+        );
+        for i in 0..12u16 {
+            let id = id_on_core(&format!("pipe-{i}"), usize::from(i % 2), 2);
+            let mut raw = Raw::open(b.port, version);
+            let mut bytes = encode(
+                &Packet::Connect(Box::new(connect_packet(version, &id, true, 60))),
+                version,
+            );
+            let sub = Packet::Subscribe(robustmq_protocol::mqtt::Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![robustmq_protocol::mqtt::SubscribeFilter {
+                    filter: ByteString::from(format!("pipe/{i}")),
+                    options: opts(QoS::AtLeastOnce),
+                }],
+            });
+            bytes.extend(encode(&sub, version));
+            let topic = format!("pipe/{i}");
+            bytes.extend(encode(
+                &Packet::Publish(publish(&topic, QoS::AtLeastOnce, 2, b"hi")),
+                version,
+            ));
+            raw.send_bytes(&bytes);
+            assert!(
+                matches!(raw.expect(WAIT), Packet::ConnAck(a) if a.reason_code == ReasonCode::SUCCESS)
+            );
+            // SUBACK, PUBACK and the client's own message (it subscribed
+            // first), in whatever order: a SUBACK waits for the route to
+            // reach the other core, and PUBLISH may come before it.
+            use robustmq_protocol::mqtt::PacketType as T;
+            let mut kinds: Vec<T> = (0..3).map(|_| raw.expect(WAIT).packet_type()).collect();
+            kinds.sort_by_key(|k| *k as u8);
+            assert_eq!(kinds, [T::Publish, T::PubAck, T::SubAck], "{version:?} {i}");
+            raw.disconnect();
+            let p = watch.expect_publish();
+            assert_eq!(&*p.topic, topic.as_str());
+            watch.ack(&p);
+        }
+        watch.expect_silence(QUIET);
+    }
+}
+
+/// A 5.0 persistent session resumed by a 3.1.1 connection, and back.
+#[test]
+fn session_resumed_across_protocol_versions() {
+    let b = Broker::start();
+    let id = id_on_core("xv", 1, 2);
+    let (mut s, _) = Raw::connect(b.port, expiring(V5, &id, true, 60));
+    assert_eq!(s.subscribe(1, "xv/#", QoS::AtLeastOnce), ReasonCode(1));
+    s.disconnect();
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("xv-pub", 0, 2), true);
+    let mut p = publish("xv/a", QoS::AtLeastOnce, 1, b"queued");
+    p.properties.user_properties = vec![(ByteString::from("k"), ByteString::from("v"))];
+    publ.publish_acked(p);
+    let (mut s, ack) = Raw::connect(b.port, connect_packet(V3, &id, false, 60));
+    assert!(ack.session_present);
+    let got = s.expect_publish();
+    assert_eq!(&got.payload[..], b"queued");
+    s.ack(&got);
+    s.disconnect();
+    publ.publish_acked(publish("xv/a", QoS::AtLeastOnce, 2, b"again"));
+    let (mut s, ack) = Raw::connect(b.port, expiring(V5, &id, false, 60));
+    assert!(ack.session_present);
+    assert_eq!(&s.expect_publish().payload[..], b"again");
+}
+
+/// UNSUBSCRIBE of a filter never subscribed: 0x11 in 5.0; retained
+/// messages sent at subscribe carry the subscription identifier.
+#[test]
+fn v5_unsuback_codes_and_retained_identifiers() {
+    let b = Broker::start();
+    let mut c = Raw::connected(b.port, V5, "uc", true);
+    c.subscribe(1, "uc/a", QoS::AtMostOnce);
+    c.send(&Packet::Unsubscribe(robustmq_protocol::mqtt::Unsubscribe {
+        packet_id: 2,
+        properties: Properties::default(),
+        filters: vec![ByteString::from("uc/a"), ByteString::from("uc/never")],
+    }));
+    let codes = c.wait_for(WAIT, |p| match p {
+        Packet::UnsubAck(a) => Some(a.reason_codes.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        codes,
+        vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+    );
+    let mut p = publish("uc/r", QoS::AtLeastOnce, 3, b"r");
+    p.retain = true;
+    c.publish_acked(p);
+    let props = Properties {
+        subscription_identifiers: vec![99],
+        ..Default::default()
+    };
+    c.subscribe_with(4, &[("uc/+", opts(QoS::AtLeastOnce))], props);
+    let got = c.expect_publish();
+    assert!(got.retain);
+    assert_eq!(got.properties.subscription_identifiers, vec![99]);
+}
+
+/// Fan-in at QoS 1 across cores: 4 publishers (2 per core) send 500
+/// messages each without waiting; one subscriber acknowledging as it reads
+/// gets all 2000, in order per publisher. (The session queue is sized for
+/// the burst: past `max_queued_messages` its drop policy applies, see
+/// `queue_limit_drops_oldest_and_counts`.)
+#[test]
+fn qos1_fan_in_across_cores_loses_nothing() {
+    let b = BrokerConfig::default()
+        .mqtt("max_queued_messages = 4000")
+        .start();
+    let mut sub = Raw::connected(b.port, V5, &id_on_core("fi-sub", 0, 2), true);
+    assert_eq!(sub.subscribe(1, "fi/#", QoS::AtLeastOnce), ReasonCode(1));
+    let port = b.port;
+    let publishers: Vec<_> = (0..4usize)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let id = id_on_core(&format!("fi-pub{k}"), k % 2, 2);
+                let mut p = Raw::connected(port, V5, &id, true);
+                let mut bytes = Vec::new();
+                for i in 0..500u16 {
+                    let payload = format!("{k}:{i}");
+                    let packet = Packet::Publish(publish(
+                        &format!("fi/{k}"),
+                        QoS::AtLeastOnce,
+                        i + 1,
+                        payload.as_bytes(),
+                    ));
+                    bytes.extend(encode(&packet, V5));
+                }
+                p.send_bytes(&bytes);
+                let mut acked = 0;
+                while acked < 500 {
+                    match p.expect(Duration::from_secs(20)) {
+                        Packet::PubAck(_) => acked += 1,
+                        other => panic!("publisher {k}: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u16; 4];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next.iter().map(|n| u32::from(*n)).sum::<u32>() < 2000 {
+        assert!(Instant::now() < deadline, "received {next:?}");
+        let p = match sub.recv(Duration::from_secs(10)) {
+            Recv::Packet(Packet::Publish(p)) => p,
+            other => panic!("subscriber: {other:?} after {next:?}"),
+        };
+        let text = String::from_utf8_lossy(&p.payload).into_owned();
+        let (k, i) = text.split_once(':').unwrap();
+        let (k, i): (usize, u16) = (k.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[k], "publisher {k} out of order");
+        next[k] += 1;
+        sub.ack(&p);
+    }
+    for t in publishers {
+        t.join().unwrap();
+    }
+    sub.expect_silence(QUIET);
+}
