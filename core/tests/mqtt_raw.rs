@@ -1075,7 +1075,9 @@ fn queue_limit_drops_oldest_and_counts() {
     let (mut sub, _) = Raw::connect(b.port, expiring(V5, &id, true, 60));
     assert_eq!(sub.subscribe(1, "ql/#", QoS::AtLeastOnce), ReasonCode(1));
     sub.disconnect();
-    let mut publ = Raw::connected(b.port, V5, &id_on_core("ql-pub", 1, 2), true);
+    // On the subscriber's core: its PUBACK then means the message reached
+    // the (offline) session, so the reconnect below comes after all five.
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("ql-pub", 0, 2), true);
     for i in 1..=5u16 {
         publ.publish_acked(publish(
             "ql/x",

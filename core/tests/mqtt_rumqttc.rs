@@ -124,7 +124,10 @@ fn v3_persistent_then_clean_session() {
     assert!(!ack.session_present);
     sub.sub("persist/#", Q3::AtLeastOnce);
     sub.disconnect();
-    let (mut publ, _) = v3_connect(b.port, &id_on_core("v3-persist-pub", 1, 2), |_| {});
+    // On the subscriber's core: a PUBACK then means the message reached the
+    // offline session (across cores it could still be on its way when the
+    // subscriber reconnects, and the QoS 0 one would arrive online).
+    let (mut publ, _) = v3_connect(b.port, &id_on_core("v3-persist-pub", 0, 2), |_| {});
     for i in 0..3 {
         publ.publ(
             "persist/a",
@@ -173,7 +176,7 @@ fn v5_persistent_then_clean_start() {
     assert!(!ack.session_present);
     sub.sub("persist/#", Q5::ExactlyOnce);
     sub.disconnect();
-    let (mut publ, _) = v5_connect(b.port, &id_on_core("v5-persist-pub", 0, 2), |_| {});
+    let (mut publ, _) = v5_connect(b.port, &id_on_core("v5-persist-pub", 1, 2), |_| {});
     publ.publ("persist/a", Q5::AtLeastOnce, false, b"one");
     publ.publ("persist/a", Q5::ExactlyOnce, false, b"two");
     let (mut sub, ack) = v5_connect(b.port, &id, |o| {
