@@ -24,6 +24,15 @@
 //!            (name_len u16, utf-8 name, value_len u32, value)*, payload (the rest)
 //! ```
 //!
+//! When the writer has several direct writes in flight, a write whose end is
+//! not on a 4 KiB boundary ends with a pad frame up to the boundary, so that
+//! the next write never shares a page with one still in flight:
+//!
+//! ```text
+//! pad frame: magic u32 "RJPD", len u32 (the whole frame, to the boundary),
+//!            crc u32 (CRC32C of the 8 bytes before it), zeros
+//! ```
+//!
 //! The generation grows by one each time a segment is reopened for writing
 //! after a restart. A batch whose generation is lower than the one before it
 //! is stale data left behind a torn tail and ends the log: it can never be
@@ -35,6 +44,12 @@ use crate::record::{Header, Record, RecordIn};
 
 /// The magic number that starts every batch ("RJB1").
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"RJB1");
+/// The magic number that starts a pad frame ("RJPD").
+pub const PAD_MAGIC: u32 = u32::from_le_bytes(*b"RJPD");
+/// Smallest pad frame.
+pub const PAD_MIN_LEN: usize = 12;
+/// The page size pads align to.
+pub const PAD_ALIGN: u64 = 4096;
 /// Size of a batch header.
 pub const BATCH_HEADER_LEN: usize = 48;
 /// Size of a record's frame (length and CRC) before its body.
@@ -126,6 +141,47 @@ fn rd_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
+}
+
+/// Bytes of the pad frame that takes position `end` to a page boundary
+/// (0 when `end` is on one).
+pub fn pad_len(end: u64) -> usize {
+    let gap = ((PAD_ALIGN - end % PAD_ALIGN) % PAD_ALIGN) as usize;
+    match gap {
+        0 => 0,
+        g if g < PAD_MIN_LEN => g + PAD_ALIGN as usize,
+        g => g,
+    }
+}
+
+/// Encodes a pad frame filling `out`.
+pub fn encode_pad(out: &mut [u8]) {
+    out.fill(0);
+    out[0..4].copy_from_slice(&PAD_MAGIC.to_le_bytes());
+    let len = out.len() as u32;
+    out[4..8].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&out[0..8]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// If `buf` starts with a pad frame, its length; checks its CRC.
+pub fn parse_pad(buf: &[u8]) -> Option<Result<usize, FrameError>> {
+    if buf.len() < 4 || rd_u32(buf, 0) != PAD_MAGIC {
+        return None;
+    }
+    if buf.len() < PAD_MIN_LEN {
+        return Some(Err(FrameError::Incomplete {
+            needed: PAD_MIN_LEN,
+        }));
+    }
+    if crc32c::crc32c(&buf[0..8]) != rd_u32(buf, 8) {
+        return Some(Err(FrameError::BadHeader("pad frame checksum mismatch")));
+    }
+    let len = rd_u32(buf, 4) as usize;
+    if !(PAD_MIN_LEN..PAD_MIN_LEN + PAD_ALIGN as usize).contains(&len) {
+        return Some(Err(FrameError::BadHeader("pad frame length out of range")));
+    }
+    Some(Ok(len))
 }
 
 /// Checks that a record fits the format's limits.
@@ -502,6 +558,23 @@ mod tests {
         ));
         let h = parse_header(&good).unwrap();
         assert!(verify_batch(&good[..good.len() - 1], &h).is_err());
+    }
+
+    #[test]
+    fn pads_reach_the_next_page_and_check() {
+        for end in [0u64, 1, 4000, 4085, 4090, 4095, 4096, 5000] {
+            let len = pad_len(end);
+            assert_eq!((end + len as u64) % PAD_ALIGN, 0, "end {end}");
+            assert!(len == 0 || len >= PAD_MIN_LEN);
+            if len > 0 {
+                let mut buf = vec![1u8; len];
+                encode_pad(&mut buf);
+                assert_eq!(parse_pad(&buf), Some(Ok(len)));
+                buf[5] ^= 1;
+                assert!(matches!(parse_pad(&buf), Some(Err(_))));
+            }
+        }
+        assert_eq!(parse_pad(&[0u8; 16]), None);
     }
 
     #[test]

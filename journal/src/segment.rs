@@ -15,7 +15,7 @@ use bytes::Bytes;
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::error::{IoContext, JournalError, Result};
-use crate::format::{parse_header, BatchHeader, FrameError};
+use crate::format::{encode_pad, pad_len, parse_header, parse_pad, BatchHeader, FrameError};
 
 /// Alignment of every direct write.
 pub const ALIGN: u64 = 4096;
@@ -149,7 +149,17 @@ where
         }
         let rel = (pos - buf_pos) as usize;
         let window = buf.get(rel..).unwrap_or_default();
-        let needed = match parse_header(window) {
+        let needed = match parse_pad(window) {
+            Some(Ok(len)) if (pos + len as u64) % ALIGN == 0 => {
+                pos += len as u64;
+                continue;
+            }
+            Some(Ok(_)) => return stop(pos, WalkEnd::Damage("pad frame off the page grid".into())),
+            Some(Err(FrameError::Incomplete { needed })) => Err(FrameError::Incomplete { needed }),
+            Some(Err(e)) => return stop(pos, WalkEnd::Damage(e.to_string())),
+            None => parse_header(window),
+        };
+        let needed = match needed {
             Ok(h) if window.len() >= h.batch_len as usize => {
                 let len = h.batch_len as usize;
                 if pos + len as u64 > limit {
@@ -179,6 +189,34 @@ where
         if (buf.len() as u64) < (limit - pos).min(want as u64) {
             limit = pos + buf.len() as u64;
         }
+    }
+}
+
+/// A direct write ready to go out.
+pub struct PreparedWrite {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    buf: glommio::io::DmaBuffer,
+    start: u64,
+}
+
+impl PreparedWrite {
+    /// Issues the write and waits for it.
+    pub async fn submit(self) -> Result<()> {
+        let expected = self.buf.len();
+        let (path, start) = (self.path, self.start);
+        let written = self
+            .file
+            .write_at(self.buf, start)
+            .await
+            .ctx(|| format!("writing {} at {start}", path.display()))?;
+        if written != expected {
+            return Err(JournalError::io(
+                format!("writing {} at {start}", path.display()),
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "short direct write"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -228,32 +266,48 @@ impl TailWriter {
         self.capacity.saturating_sub(self.end)
     }
 
-    /// Writes `len` more bytes that `fill` encodes, in one direct write.
-    pub async fn write(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<()> {
+    /// Whether the written bytes end on a page boundary (no page is shared
+    /// with the next write).
+    pub fn is_aligned(&self) -> bool {
+        self.tail.is_empty()
+    }
+
+    /// Prepares a direct write of `len` more bytes that `fill` encodes,
+    /// ending with a pad frame to the next page boundary when `pad` is set
+    /// (so the next write can go out before this one completes). The
+    /// writer's end moves at once; the returned write must be submitted.
+    pub fn prepare(
+        &mut self,
+        len: usize,
+        pad: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> PreparedWrite {
         let head = self.tail.len();
-        let total = head + len;
+        let pad = if pad {
+            pad_len(self.end + len as u64)
+        } else {
+            0
+        };
+        let total = head + len + pad;
         let padded = align_up(total as u64) as usize;
         let mut buf = self.file.alloc_dma_buffer(padded);
         let bytes = buf.as_bytes_mut();
         bytes[..head].copy_from_slice(&self.tail);
-        fill(&mut bytes[head..total]);
+        fill(&mut bytes[head..head + len]);
+        if pad > 0 {
+            encode_pad(&mut bytes[head + len..total]);
+        }
         bytes[total..].fill(0);
         let new_tail = bytes[align_down(total as u64) as usize..total].to_vec();
         let start = align_down(self.end);
-        let written = self
-            .file
-            .write_at(buf, start)
-            .await
-            .ctx(|| format!("writing {} at {start}", self.path.display()))?;
-        if written != padded {
-            return Err(JournalError::io(
-                format!("writing {} at {start}", self.path.display()),
-                std::io::Error::new(std::io::ErrorKind::WriteZero, "short direct write"),
-            ));
-        }
-        self.end += len as u64;
+        self.end += (len + pad) as u64;
         self.tail = new_tail;
-        Ok(())
+        PreparedWrite {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            buf,
+            start,
+        }
     }
 
     /// fdatasync of the file.

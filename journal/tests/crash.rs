@@ -20,7 +20,13 @@ const WRITERS: u64 = 4;
 const KILLS: usize = 20;
 
 fn payload_for(writer: u64, seq: u64, run: u64) -> Vec<u8> {
-    let len = ((seq * 7919 + writer * 104_729) % 3000 + 1) as usize;
+    // Mostly small records; one in 16 large enough that groups go out as
+    // several padded writes in flight.
+    let len = if seq % 16 == 5 {
+        ((seq * 7919) % 150_000 + 100_000) as usize
+    } else {
+        ((seq * 7919 + writer * 104_729) % 3000 + 1) as usize
+    };
     let mut p = format!("w{writer}-s{seq}-r{run}-").into_bytes();
     p.resize(len.max(p.len()), (seq % 251) as u8);
     p
@@ -40,7 +46,7 @@ fn crash_child() {
     .unwrap();
     let config = ShardConfig {
         fsync: FsyncPolicy::Always,
-        segment_bytes: 256 * 1024,
+        segment_bytes: 1024 * 1024,
         index_interval_bytes: 8192,
         ..ShardConfig::default()
     };

@@ -165,6 +165,65 @@ fn concurrent_appends_share_group_commits() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn large_groups_go_out_as_several_padded_writes_in_flight() {
+    for (name, policy) in [
+        ("always", FsyncPolicy::Always),
+        ("never", FsyncPolicy::Never),
+    ] {
+        let dir = temp_dir(&format!("pipeline-{name}"));
+        let root = dir.clone();
+        run(move || async move {
+            let config = ShardConfig {
+                fsync: policy,
+                segment_bytes: 4 << 20,
+                ..ShardConfig::default()
+            };
+            let shard = Shard::create(&root, "big", config).await.unwrap();
+            let tasks: Vec<_> = (0..48u64)
+                .map(|w| {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        let mut got = Vec::new();
+                        for i in 0..6u64 {
+                            let n = w * 6 + i;
+                            let r =
+                                RecordIn::from_payload(payload(n, 40_000 + (n as usize % 7) * 333));
+                            got.push((shard.append(vec![r]).await.unwrap().base_offset, n));
+                        }
+                        got
+                    })
+                })
+                .collect();
+            let mut expected = std::collections::HashMap::new();
+            for t in tasks {
+                expected.extend(t.await);
+            }
+            assert_eq!(expected.len(), 288);
+            let first = std::fs::read(root.join("big").join(format!("{:020}.log", 0))).unwrap();
+            let pads = first.windows(4).filter(|w| w == b"RJPD").count();
+            assert!(pads > 0, "no write went out padded");
+            assert!(shard.segments().len() >= 3, "{:?}", shard.segments());
+            for pass in 0..2 {
+                let got = shard.read(0, ALL).await.unwrap();
+                assert_eq!(got.len(), 288, "pass {pass}");
+                for r in &got {
+                    let n = expected[&r.offset];
+                    assert_eq!(
+                        r.payload,
+                        Bytes::from(payload(n, 40_000 + (n as usize % 7) * 333))
+                    );
+                }
+                shard.close().await.unwrap();
+                let reopened = Shard::open(&root.join("big")).await.unwrap();
+                assert_eq!(reopened.recovery_report(), Default::default());
+                reopened.close().await.unwrap();
+            }
+        });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 fn active_log(shard_dir: &Path) -> std::path::PathBuf {
     let mut logs: Vec<_> = std::fs::read_dir(shard_dir)
         .unwrap()

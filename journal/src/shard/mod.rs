@@ -143,7 +143,8 @@ impl Shard {
             validate_record(r).map_err(|e| JournalError::InvalidArgument(e.to_string()))?;
         }
         let size = batch_len(&records);
-        let max = MAX_BATCH_BYTES.min(self.state.borrow().config.segment_bytes as usize);
+        let segment = self.state.borrow().config.segment_bytes;
+        let max = MAX_BATCH_BYTES.min(segment.saturating_sub(writer::PAD_RESERVE) as usize);
         if size > max {
             return Err(JournalError::TooLarge { size, max });
         }

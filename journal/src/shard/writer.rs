@@ -6,6 +6,7 @@
 //! segment is full), issues at most one fdatasync for the lot under
 //! `always`, then publishes the new end to readers and acknowledges.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use crate::index::{self, IndexEntry};
 use crate::lifecycle::SegmentStatus;
 use crate::meta::{FsyncPolicy, ShardConfig};
 use crate::record::RecordIn;
-use crate::segment::{self, TailWriter};
+use crate::segment::{self, PreparedWrite, TailWriter};
 use crate::shard::state::{SegmentHandle, SharedState};
 
 /// Where a reply goes.
@@ -54,7 +55,11 @@ pub enum WriteOp {
 }
 
 /// Most bytes in one direct write.
-const MAX_WRITE_BYTES: usize = 4 << 20;
+const MAX_WRITE_BYTES: usize = 1 << 20;
+/// Most direct writes of one shard in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
+/// Room kept at the end of a segment for a pad frame.
+pub const PAD_RESERVE: u64 = 8192;
 /// Most operations taken from the queue in one turn.
 const MAX_GROUP_OPS: usize = 4096;
 
@@ -85,6 +90,18 @@ pub struct Writer {
 }
 
 type Pending = Vec<(Reply<AppendAck>, AppendAck)>;
+type Append = (Vec<RecordIn>, usize, Reply<AppendAck>);
+
+/// What a write in flight will make visible once it completes.
+struct ChunkState {
+    end: u64,
+    next_offset: u64,
+    max_ts: Option<u64>,
+    index: Vec<IndexEntry>,
+    acks: Pending,
+}
+
+type InFlight = VecDeque<(glommio::Task<Result<()>>, ChunkState)>;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -184,7 +201,7 @@ impl Writer {
     }
 
     /// Writes a group of appends, syncs per policy, then acknowledges.
-    async fn commit(&mut self, appends: Vec<(Vec<RecordIn>, usize, Reply<AppendAck>)>) {
+    async fn commit(&mut self, appends: Vec<Append>) {
         if appends.is_empty() {
             return;
         }
@@ -216,45 +233,119 @@ impl Writer {
         }
     }
 
-    async fn write_all(
+    async fn write_all(&mut self, appends: Vec<Append>, acked: &mut Pending) -> Result<()> {
+        let mut inflight = VecDeque::new();
+        let result = self.write_pipelined(appends, acked, &mut inflight).await;
+        if let Err(e) = &result {
+            // Let the writes already issued finish; their appends fail too.
+            for (task, chunk) in inflight.drain(..) {
+                let _ = task.await;
+                acked.extend(chunk.acks);
+            }
+            tracing::debug!(error = %e, "group failed");
+        }
+        result
+    }
+
+    fn room(&self) -> u64 {
+        self.tail.remaining().saturating_sub(PAD_RESERVE)
+    }
+
+    /// Splits the group into writes of at most [`MAX_WRITE_BYTES`], with up
+    /// to [`MAX_IN_FLIGHT`] of them in flight, rolling when a segment is full.
+    async fn write_pipelined(
         &mut self,
-        appends: Vec<(Vec<RecordIn>, usize, Reply<AppendAck>)>,
+        appends: Vec<Append>,
         acked: &mut Pending,
+        inflight: &mut InFlight,
     ) -> Result<()> {
         let mut chunk = Vec::new();
         let mut chunk_bytes = 0usize;
         for (records, size, reply) in appends {
-            let full = (chunk_bytes + size) as u64 > self.tail.remaining();
+            let full = (chunk_bytes + size) as u64 > self.room();
             if (full || chunk_bytes + size > MAX_WRITE_BYTES) && !chunk.is_empty() {
-                self.write_chunk(std::mem::take(&mut chunk), acked).await?;
+                self.issue(std::mem::take(&mut chunk), !full, acked, inflight)
+                    .await?;
                 chunk_bytes = 0;
             }
-            if size as u64 > self.tail.remaining() {
+            if size as u64 > self.room() {
+                self.drain(acked, inflight).await?;
                 self.roll().await?;
             }
             chunk.push((records, size, reply));
             chunk_bytes += size;
         }
         if !chunk.is_empty() {
-            self.write_chunk(chunk, acked).await?;
+            self.issue(chunk, false, acked, inflight).await?;
+        }
+        self.drain(acked, inflight).await
+    }
+
+    /// Issues one write. It may overlap the writes in flight only when the
+    /// last of them ended on a page boundary (padded).
+    async fn issue(
+        &mut self,
+        chunk: Vec<Append>,
+        pad: bool,
+        acked: &mut Pending,
+        inflight: &mut InFlight,
+    ) -> Result<()> {
+        if !self.tail.is_aligned() {
+            self.drain(acked, inflight).await?;
+        }
+        while inflight.len() >= MAX_IN_FLIGHT {
+            self.complete_oldest(acked, inflight).await?;
+        }
+        let (write, state) = self.prepare_chunk(chunk, pad);
+        inflight.push_back((glommio::spawn_local(write.submit()), state));
+        Ok(())
+    }
+
+    async fn drain(&mut self, acked: &mut Pending, inflight: &mut InFlight) -> Result<()> {
+        while !inflight.is_empty() {
+            self.complete_oldest(acked, inflight).await?;
         }
         Ok(())
     }
 
-    /// Encodes a chunk of batches into one direct write.
-    async fn write_chunk(
+    /// Waits for the oldest write. Under `interval` and `never` its appends
+    /// are published and acknowledged at once; under `always` they wait for
+    /// the group's fdatasync.
+    async fn complete_oldest(
         &mut self,
-        chunk: Vec<(Vec<RecordIn>, usize, Reply<AppendAck>)>,
         acked: &mut Pending,
+        inflight: &mut InFlight,
     ) -> Result<()> {
+        let Some((task, chunk)) = inflight.pop_front() else {
+            return Ok(());
+        };
+        if let Err(e) = task.await {
+            acked.extend(chunk.acks);
+            return Err(e);
+        }
+        self.pending_index.extend(chunk.index);
+        if self.config.fsync == FsyncPolicy::Always {
+            acked.extend(chunk.acks);
+            return Ok(());
+        }
+        self.publish_upto(chunk.end, chunk.next_offset, chunk.max_ts)?;
+        for (reply, ack) in chunk.acks {
+            let _ = reply.try_send(Ok(ack));
+        }
+        Ok(())
+    }
+
+    /// Encodes a chunk of batches into one direct write (not yet issued).
+    fn prepare_chunk(&mut self, chunk: Vec<Append>, pad: bool) -> (PreparedWrite, ChunkState) {
         let ts = now_ms().max(self.last_ts);
         let start = self.tail.end();
         let mut plan = Vec::with_capacity(chunk.len());
+        let mut index = Vec::new();
         let (mut pos, mut next) = (start, self.next_offset);
         for (records, size, _) in &chunk {
             debug_assert_eq!(*size, batch_len(records));
             if pos == 0 || pos - self.last_index_pos >= self.config.index_interval_bytes {
-                self.pending_index.push(IndexEntry {
+                index.push(IndexEntry {
                     offset: next,
                     position: pos,
                     timestamp: ts,
@@ -267,30 +358,39 @@ impl Writer {
         }
         let generation = self.generation;
         let total = (pos - start) as usize;
-        self.tail
-            .write(total, |out| {
-                for ((at, size, base_offset), (records, _, _)) in plan.iter().zip(&chunk) {
-                    let stamp = BatchStamp {
-                        base_offset: *base_offset,
-                        timestamp: ts,
-                        generation,
-                    };
-                    encode_batch(&mut out[*at as usize..*at as usize + size], stamp, records);
-                }
+        let write = self.tail.prepare(total, pad, |out| {
+            for ((at, size, base_offset), (records, _, _)) in plan.iter().zip(&chunk) {
+                let stamp = BatchStamp {
+                    base_offset: *base_offset,
+                    timestamp: ts,
+                    generation,
+                };
+                encode_batch(&mut out[*at as usize..*at as usize + size], stamp, records);
+            }
+        });
+        let acks = plan
+            .into_iter()
+            .zip(chunk)
+            .map(|((_, _, base_offset), (records, _, reply))| {
+                let ack = AppendAck {
+                    base_offset,
+                    count: records.len() as u32,
+                };
+                (reply, ack)
             })
-            .await?;
-        for ((_, _, base_offset), (records, _, reply)) in plan.into_iter().zip(chunk) {
-            let ack = AppendAck {
-                base_offset,
-                count: records.len() as u32,
-            };
-            acked.push((reply, ack));
-        }
+            .collect();
         self.next_offset = next;
         self.last_ts = ts;
         self.max_ts = Some(ts);
         self.dirty = true;
-        Ok(())
+        let state = ChunkState {
+            end: self.tail.end(),
+            next_offset: next,
+            max_ts: self.max_ts,
+            index,
+            acks,
+        };
+        (write, state)
     }
 
     async fn sync_and_publish(&mut self) -> Result<()> {
@@ -301,13 +401,18 @@ impl Writer {
 
     /// Makes everything written visible to readers and indexes it.
     fn publish(&mut self) -> Result<()> {
+        self.publish_upto(self.tail.end(), self.next_offset, self.max_ts)
+    }
+
+    /// Makes the segment visible up to byte `end` (offset `next_offset`).
+    fn publish_upto(&mut self, end: u64, next_offset: u64, max_ts: Option<u64>) -> Result<()> {
         let mut st = self.state.borrow_mut();
         let Some(h) = st.handles.get_mut(&self.base) else {
             return Err(JournalError::Stopped);
         };
-        h.data_end = self.tail.end();
-        h.next_offset = self.next_offset;
-        h.max_ts = self.max_ts;
+        h.data_end = end;
+        h.next_offset = next_offset;
+        h.max_ts = max_ts;
         for e in self.pending_index.drain(..) {
             h.index.push(e);
             if let Err(err) = index::append_entry(&h.path, e) {
