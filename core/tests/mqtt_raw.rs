@@ -1352,3 +1352,277 @@ fn qos1_fan_in_across_cores_loses_nothing() {
     }
     sub.expect_silence(QUIET);
 }
+
+fn with_user(mut c: Connect, user: &str) -> Connect {
+    c.username = Some(ByteString::from(user));
+    c.password = Some(Bytes::from_static(b"pw"));
+    c
+}
+
+/// ACL rules with `%c`, `%u`, `clientid`, `username` and `ipaddr`, first
+/// match wins, `acl_no_match = "deny"`; the will topic is checked at
+/// CONNECT with the same rules.
+#[test]
+fn acl_patterns_and_conditions() {
+    let b = BrokerConfig::default()
+        .mqtt("acl_no_match = \"deny\"")
+        .tail(
+            r#"
+[[mqtt.acl]]
+permission = "deny"
+action = "publish"
+topic = "will/#"
+ipaddr = "127.0.0.0/8"
+
+[[mqtt.acl]]
+permission = "allow"
+action = "all"
+topic = "own/%c/#"
+
+[[mqtt.acl]]
+permission = "allow"
+action = "subscribe"
+topic = "team/%u/+"
+
+[[mqtt.acl]]
+permission = "allow"
+action = "publish"
+topic = "team/#"
+username = "lead"
+
+[[mqtt.acl]]
+permission = "allow"
+action = "all"
+topic = "admin/#"
+clientid = "root"
+"#,
+        )
+        .start();
+    let mut alice = Raw::connect(
+        b.port,
+        with_user(connect_packet(V5, "alice", true, 60), "red"),
+    )
+    .0;
+    assert_eq!(
+        alice.subscribe(1, "own/alice/#", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+    assert_eq!(
+        alice.subscribe(2, "own/bob/#", QoS::AtLeastOnce),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert_eq!(
+        alice.subscribe(3, "team/red/x", QoS::AtLeastOnce),
+        ReasonCode(1)
+    );
+    assert_eq!(
+        alice.subscribe(4, "team/blue/x", QoS::AtLeastOnce),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert_eq!(
+        alice.subscribe(5, "admin/x", QoS::AtLeastOnce),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    let p = publish("own/alice/a", QoS::AtLeastOnce, 6, b"mine");
+    assert_eq!(alice.publish_acked(p), ReasonCode::SUCCESS);
+    assert_eq!(&alice.expect_publish().payload[..], b"mine");
+    let p = publish("team/red/x", QoS::AtLeastOnce, 7, b"x");
+    assert_eq!(
+        alice.publish_acked(p),
+        ReasonCode::NOT_AUTHORIZED,
+        "only the lead"
+    );
+    let mut lead = Raw::connect(
+        b.port,
+        with_user(connect_packet(V5, "lead-1", true, 60), "lead"),
+    )
+    .0;
+    let p = publish("team/red/x", QoS::AtLeastOnce, 1, b"from lead");
+    assert_eq!(lead.publish_acked(p), ReasonCode::SUCCESS);
+    let got = alice.expect_publish();
+    assert_eq!(&got.payload[..], b"from lead");
+    alice.ack(&got);
+    let mut root = Raw::connected(b.port, V5, "root", true);
+    assert_eq!(root.subscribe(1, "admin/#", QoS::AtMostOnce), ReasonCode(0));
+    // A will on a topic this client may not publish to (from 127.0.0.1):
+    // refused at CONNECT, with no other rule to fall back on.
+    drop(b);
+    let b = BrokerConfig::default()
+        .tail("[[mqtt.acl]]\npermission = \"deny\"\naction = \"publish\"\ntopic = \"will/#\"\nipaddr = \"127.0.0.0/8\"\n")
+        .start();
+    let mut p = Raw::connected(b.port, V5, "ip-pub", true);
+    let rc = p.publish_acked(publish("will/x", QoS::AtLeastOnce, 1, b"x"));
+    assert_eq!(
+        rc,
+        ReasonCode::NOT_AUTHORIZED,
+        "ipaddr rule applies to PUBLISH"
+    );
+    let mut c = connect_packet(V5, "own-will", true, 60);
+    c.will = Some(LastWill {
+        topic: ByteString::from("will/x"),
+        payload: Bytes::from_static(b"w"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    });
+    let (_c, ack) = Raw::connect(b.port, c);
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::NOT_AUTHORIZED,
+        "ipaddr rule applies to the will"
+    );
+}
+
+/// `$SYS/.../clients/connected` follows every way a connection ends, and
+/// `max_connections` counts the same: no leak.
+#[test]
+fn connection_count_has_no_leak() {
+    let b = BrokerConfig::default()
+        .mqtt("sys_interval_secs = 1")
+        .mqtt("max_connections = 3")
+        .start();
+    for round in 0..2 {
+        // Normal DISCONNECT, dropped socket, protocol error, takeover
+        // (old conn), refused CONNECT, keep-alive timeout.
+        Raw::connected(b.port, V5, "cc-a", true).disconnect();
+        drop(Raw::connected(b.port, V3, "cc-b", true));
+        let mut bad = Raw::connected(b.port, V5, "cc-c", true);
+        bad.send(&Packet::PubAck(PubReply::new(9)));
+        bad.expect_closed(WAIT);
+        let old = Raw::connected(b.port, V5, "cc-d", true);
+        let _new = Raw::connected(b.port, V5, "cc-d", true);
+        drop(old);
+        let (mut ka, _) = Raw::connect(b.port, connect_packet(V5, "cc-e", true, 1));
+        ka.expect_closed(Duration::from_secs(4));
+        drop(_new);
+        let _ = round;
+    }
+    // Three fit again, the fourth is refused.
+    let mut sys = Raw::connected(b.port, V5, "cc-sys", true);
+    let _c2 = Raw::connected(b.port, V5, "cc-2", true);
+    let _c3 = Raw::connected(b.port, V3, "cc-3", true);
+    let (_c4, ack) = Raw::connect(b.port, connect_packet(V5, "cc-4", true, 60));
+    assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    assert_eq!(
+        sys.subscribe(1, "$SYS/brokers/1/clients/connected", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
+    let n = eventually(Duration::from_secs(4), || {
+        let p = sys.expect_publish();
+        let n = String::from_utf8_lossy(&p.payload).into_owned();
+        (n == "3").then_some(n)
+    });
+    assert!(n.is_some(), "clients/connected never said 3");
+}
+
+/// Shared subscription strategies from the config: each message to one
+/// member, none lost; sticky keeps one member; hash keeps one member per
+/// publisher.
+#[test]
+fn shared_subscription_strategies() {
+    for strategy in ["random", "sticky", "hash_client_id"] {
+        let b = BrokerConfig::default()
+            .mqtt(&format!("shared_subscription_strategy = \"{strategy}\""))
+            .start();
+        let mut members: Vec<Raw> = (0..3)
+            .map(|i| {
+                let mut m =
+                    Raw::connected(b.port, V5, &id_on_core(&format!("ss-{i}"), i % 2, 2), true);
+                assert_eq!(
+                    m.subscribe(1, "$share/g/ss/#", QoS::AtLeastOnce),
+                    ReasonCode(1)
+                );
+                m
+            })
+            .collect();
+        let mut publ = Raw::connected(b.port, V5, &id_on_core("ss-pub", 1, 2), true);
+        for i in 1..=30u16 {
+            publ.publish_acked(publish(
+                "ss/x",
+                QoS::AtLeastOnce,
+                i,
+                format!("{i}").as_bytes(),
+            ));
+        }
+        let mut per = vec![Vec::new(); 3];
+        let mut total = 0;
+        let deadline = Instant::now() + WAIT;
+        while total < 30 && Instant::now() < deadline {
+            for (k, m) in members.iter_mut().enumerate() {
+                if let Recv::Packet(Packet::Publish(p)) = m.recv(Duration::from_millis(20)) {
+                    per[k].push(String::from_utf8_lossy(&p.payload).into_owned());
+                    m.ack(&p);
+                    total += 1;
+                }
+            }
+        }
+        let mut all: Vec<u32> = per.iter().flatten().map(|s| s.parse().unwrap()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=30).collect::<Vec<_>>(), "{strategy}: {per:?}");
+        let used = per.iter().filter(|v| !v.is_empty()).count();
+        match strategy {
+            "sticky" | "hash_client_id" => assert_eq!(used, 1, "{strategy}: {per:?}"),
+            _ => assert!(used >= 2, "{strategy}: {per:?}"),
+        }
+        for m in members.iter_mut() {
+            m.expect_silence(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A will with retain set is stored as retained; its properties pass
+/// through.
+#[test]
+fn v5_will_retained_with_properties() {
+    let b = Broker::start();
+    let mut c = connect_packet(V5, &id_on_core("wr", 0, 2), true, 60);
+    c.will = Some(LastWill {
+        topic: ByteString::from("wr/status"),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Properties {
+            content_type: Some(ByteString::from("text/plain")),
+            user_properties: vec![(ByteString::from("why"), ByteString::from("lost"))],
+            ..Default::default()
+        },
+    });
+    let (c, _) = Raw::connect(b.port, c);
+    drop(c);
+    // Poll with new subscribers until the retained will is there.
+    let got = eventually(WAIT, || {
+        let mut s = Raw::connected(b.port, V5, &id_on_core("wr-sub", 1, 2), true);
+        s.subscribe(1, "wr/#", QoS::AtLeastOnce);
+        match s.recv(Duration::from_millis(200)) {
+            Recv::Packet(Packet::Publish(p)) => Some(p),
+            _ => None,
+        }
+    })
+    .expect("retained will");
+    assert!(got.retain);
+    assert_eq!(&got.payload[..], b"offline");
+    assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(got.properties.user_properties.len(), 1);
+}
+
+/// CONNECT edge cases in 5.0: an authentication method (no AUTH offered)
+/// is refused with 0x8C; a DISCONNECT that sets a session expiry when the
+/// CONNECT had 0 is a protocol error.
+#[test]
+fn v5_connect_and_disconnect_edge_cases() {
+    let b = Broker::start();
+    let mut c = connect_packet(V5, "auth", true, 60);
+    c.properties.authentication_method = Some(ByteString::from("SCRAM-SHA-1"));
+    let (_c, ack) = Raw::connect(b.port, c);
+    assert_eq!(ack.reason_code, ReasonCode::BAD_AUTHENTICATION_METHOD);
+    let (mut c, _) = Raw::connect(b.port, expiring(V5, "expiry-0", true, 0));
+    let mut d = robustmq_protocol::mqtt::Disconnect::default();
+    d.properties.session_expiry_interval = Some(30);
+    c.send(&Packet::Disconnect(d));
+    let got = c.expect_closed(WAIT);
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(ReasonCode::PROTOCOL_ERROR),
+        "{got:?}"
+    );
+}

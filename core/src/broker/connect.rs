@@ -70,7 +70,7 @@ impl CoreBroker {
         now: Instant,
     ) {
         let version = connect.protocol;
-        if let Some(reason) = self.refuse_connect(&connect) {
+        if let Some(reason) = self.refuse_connect(&connect, ip) {
             self.refuse(conn, reason);
             return;
         }
@@ -141,7 +141,7 @@ impl CoreBroker {
         self.dirty.insert(conn);
     }
 
-    fn refuse_connect(&self, connect: &Connect) -> Option<ReasonCode> {
+    fn refuse_connect(&self, connect: &Connect, ip: Option<IpAddr>) -> Option<ReasonCode> {
         let connections = self.ctx.metrics.snapshot().connections;
         if connections >= self.ctx.config.max_connections as i64 {
             return Some(ReasonCode::QUOTA_EXCEEDED);
@@ -154,7 +154,7 @@ impl CoreBroker {
             let info = crate::acl::ClientInfo {
                 client_id: &connect.client_id,
                 username: connect.username.as_deref(),
-                ip: None,
+                ip,
             };
             if !self
                 .ctx
