@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use placement_support::{Cluster, Opts};
-use robustmq_placement::client::BlockingClient;
+use robustmq_placement::client::{BlockingClient, Client};
 use robustmq_placement::error::ApiError;
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
@@ -83,7 +83,12 @@ fn client_loop(
     values: &AtomicU64,
     out: &Mutex<Vec<Event>>,
 ) {
-    let client = BlockingClient::new(addrs, Duration::from_millis(1500)).expect("client");
+    // Half the clients stay where they land, so followers forward their
+    // writes and serve their ReadIndex reads; half move to the leader.
+    let client = BlockingClient::with_client(
+        Client::new(addrs, Duration::from_millis(1500)).leader_routing(n % 2 == 0),
+    )
+    .expect("client");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1));
     let now = || start.elapsed().as_micros() as u64;
     while !stop.load(Ordering::Relaxed) {

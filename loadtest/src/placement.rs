@@ -38,6 +38,10 @@ pub struct PlacementBenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Placement only: keep each client on the member it first reaches
+    /// (followers forward writes) instead of moving to the leader.
+    #[arg(long)]
+    pub no_leader_routing: bool,
 }
 
 /// The measured operation.
@@ -180,6 +184,7 @@ fn report(args: &PlacementBenchArgs, h: &Histogram<u64>, errors: u64, elapsed: D
             "op": op,
             "addr": args.addr,
             "clients": args.clients,
+            "leader_routing": args.target == Target::Placement && !args.no_leader_routing,
             "value_size": args.value_size,
             "duration_s": elapsed.as_secs_f64(),
             "ops": ops,
@@ -207,7 +212,7 @@ fn report(args: &PlacementBenchArgs, h: &Histogram<u64>, errors: u64, elapsed: D
 
 /// Opens one connection per client to the system under test.
 enum Factory {
-    Placement(Vec<String>),
+    Placement(Vec<String>, bool),
     #[cfg(feature = "etcd")]
     Etcd(Vec<String>),
 }
@@ -221,7 +226,10 @@ enum Store {
 
 async fn kv_factory(args: &PlacementBenchArgs) -> Result<Factory, String> {
     match args.target {
-        Target::Placement => Ok(Factory::Placement(args.addr.clone())),
+        Target::Placement => Ok(Factory::Placement(
+            args.addr.clone(),
+            !args.no_leader_routing,
+        )),
         #[cfg(feature = "etcd")]
         Target::Etcd => Ok(Factory::Etcd(args.addr.clone())),
         #[cfg(not(feature = "etcd"))]
@@ -232,12 +240,13 @@ async fn kv_factory(args: &PlacementBenchArgs) -> Result<Factory, String> {
 impl Factory {
     async fn connect(&self, n: usize) -> Result<Store, String> {
         match self {
-            Factory::Placement(addrs) => {
-                // Spread clients over the members; followers forward writes.
+            Factory::Placement(addrs, routing) => {
+                // Spread first contacts over the members.
                 let mut addrs = addrs.clone();
                 let len = addrs.len().max(1);
                 addrs.rotate_left(n % len);
-                Ok(Store::Placement(Client::new(addrs, Duration::from_secs(5))))
+                let client = Client::new(addrs, Duration::from_secs(5)).leader_routing(*routing);
+                Ok(Store::Placement(client))
             }
             #[cfg(feature = "etcd")]
             Factory::Etcd(urls) => {

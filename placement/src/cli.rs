@@ -136,7 +136,16 @@ pub fn main() -> ExitCode {
 
 /// Executes a parsed command, printing its result.
 pub async fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
-    let client = Client::new(cli.placement.clone(), Duration::from_millis(cli.timeout_ms));
+    // `cluster status` reports the view of the member asked; everything
+    // else moves to the leader (fewer hops), following hints.
+    let status = matches!(
+        cli.command,
+        Command::Cluster {
+            cmd: ClusterCmd::Status
+        }
+    );
+    let client = Client::new(cli.placement.clone(), Duration::from_millis(cli.timeout_ms))
+        .leader_routing(!status);
     let json = cli.output == Output::Json;
     match &cli.command {
         Command::Cluster { cmd } => match cmd {

@@ -120,6 +120,7 @@ pub struct Client {
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
     timeout: Duration,
+    leader_routing: bool,
 }
 
 impl Client {
@@ -132,7 +133,16 @@ impl Client {
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
             timeout,
+            leader_routing: true,
         }
+    }
+
+    /// Whether a new connection moves to the leader (the default): writes
+    /// then skip the follower's forwarding hop. Without it, calls stay on
+    /// the member first reached and followers forward writes.
+    pub fn leader_routing(mut self, on: bool) -> Client {
+        self.leader_routing = on;
+        self
     }
 
     /// The address of the member this client talks to now, if connected.
@@ -160,9 +170,36 @@ impl Client {
             }
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let conn = Arc::new(Conn::open(&addr, left.min(Duration::from_secs(1))).await?);
+        let mut conn = Arc::new(Conn::open(&addr, left.min(Duration::from_secs(1))).await?);
+        if self.leader_routing {
+            if let Some(leader) = self.to_leader(&conn, deadline).await {
+                conn = leader;
+            }
+        }
         *guard = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// A connection to the leader, if `conn` is to another member that
+    /// knows it and the leader answers.
+    async fn to_leader(&self, conn: &Conn, deadline: Instant) -> Option<Arc<Conn>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let env = Envelope {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            timeout_ms: 1000,
+            stale: true,
+            call: Call::Status,
+        };
+        let Ok(Reply::Status(st)) = conn.request(&env, left.min(Duration::from_secs(1))).await
+        else {
+            return None;
+        };
+        if st.leader_id == 0 || st.leader_id == st.node_id || st.leader_addr.is_empty() {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let leader = Conn::open(&st.leader_addr, left.min(Duration::from_secs(1))).await;
+        leader.ok().map(Arc::new)
     }
 
     async fn drop_connection(&self) {
@@ -332,14 +369,16 @@ pub struct BlockingClient {
 impl BlockingClient {
     /// See [`Client::new`].
     pub fn new(addrs: Vec<String>, timeout: Duration) -> Result<BlockingClient, ApiError> {
+        Self::with_client(Client::new(addrs, timeout))
+    }
+
+    /// Wraps a configured client.
+    pub fn with_client(inner: Client) -> Result<BlockingClient, ApiError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(BlockingClient {
-            rt,
-            inner: Client::new(addrs, timeout),
-        })
+        Ok(BlockingClient { rt, inner })
     }
 
     /// Makes a call (see [`Client::call`]).

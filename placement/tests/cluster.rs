@@ -86,7 +86,7 @@ impl Group {
     }
 
     fn client_of(&self, id: u64) -> Client {
-        Client::new(vec![self.peers[&id].to_string()], Duration::from_secs(2))
+        Client::new(vec![self.peers[&id].to_string()], Duration::from_secs(2)).leader_routing(false)
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use robustmq_placement::client::BlockingClient;
+use robustmq_placement::client::{BlockingClient, Client};
 
 /// Tick length used by the tests.
 pub const TICK_MS: u64 = 50;
@@ -127,9 +127,10 @@ impl Cluster {
         self.children.keys().copied().collect()
     }
 
-    /// A client of member `id` only.
+    /// A client of member `id` only (it does not move to the leader).
     pub fn client_of(&self, id: u64, timeout: Duration) -> BlockingClient {
-        BlockingClient::new(vec![self.addrs[&id].to_string()], timeout).expect("client")
+        let c = Client::new(vec![self.addrs[&id].to_string()], timeout).leader_routing(false);
+        BlockingClient::with_client(c).expect("client")
     }
 
     /// Every member's address.
