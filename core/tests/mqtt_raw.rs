@@ -1626,3 +1626,148 @@ fn v5_connect_and_disconnect_edge_cases() {
         "{got:?}"
     );
 }
+
+/// Many clients at once (about half handed over to the other core), each
+/// with its own topic: every one gets its message; then a large message
+/// crosses cores intact.
+#[test]
+fn many_clients_and_a_large_message() {
+    let b = Broker::start();
+    let mut clients: Vec<Raw> = (0..120)
+        .map(|i| {
+            let mut c = Raw::connected(
+                b.port,
+                if i % 3 == 0 { V3 } else { V5 },
+                &format!("many-{i}"),
+                true,
+            );
+            assert_eq!(
+                c.subscribe(1, &format!("many/{i}"), QoS::AtLeastOnce),
+                ReasonCode(1)
+            );
+            c
+        })
+        .collect();
+    let mut publ = Raw::connected(b.port, V5, "many-pub", true);
+    for i in 0..120u16 {
+        publ.publish_acked(publish(
+            &format!("many/{i}"),
+            QoS::AtLeastOnce,
+            i + 1,
+            format!("{i}").as_bytes(),
+        ));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let p = c.expect_publish();
+        assert_eq!(&p.payload[..], format!("{i}").as_bytes());
+        c.ack(&p);
+    }
+    let big: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = Raw::connected(b.port, V5, &id_on_core("big-sub", 0, 2), true);
+    s.subscribe(1, "big", QoS::ExactlyOnce);
+    let mut p = Raw::connected(b.port, V3, &id_on_core("big-pub", 1, 2), true);
+    p.publish_acked(publish("big", QoS::ExactlyOnce, 1, &big));
+    let got = s.expect_publish();
+    assert!(got.payload[..] == big[..], "payload intact");
+}
+
+/// Shared subscription filters that are not valid are refused.
+#[test]
+fn invalid_shared_filters() {
+    let b = Broker::start();
+    for version in [V3, V5] {
+        for filter in ["$share/g", "$share//t", "$share/g+/t", "$share/g#/t"] {
+            let mut c = Raw::connected(b.port, version, "bad-share", true);
+            c.send(&Packet::Subscribe(robustmq_protocol::mqtt::Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![robustmq_protocol::mqtt::SubscribeFilter {
+                    filter: ByteString::from(filter),
+                    options: opts(QoS::AtMostOnce),
+                }],
+            }));
+            match c.recv(WAIT) {
+                Recv::Packet(Packet::SubAck(a)) => {
+                    assert!(a.reason_codes[0].is_error(), "{filter}: {a:?}")
+                }
+                Recv::Packet(Packet::Disconnect(d)) => assert!(d.reason_code.is_error()),
+                Recv::Closed => {}
+                other => panic!("{version:?} {filter}: {other:?}"),
+            }
+        }
+    }
+    // No Local on a shared subscription is a protocol error (5.0, 3.8.3.1).
+    let mut c = Raw::connected(b.port, V5, "nl-share", true);
+    let o = SubscriptionOptions {
+        no_local: true,
+        ..opts(QoS::AtMostOnce)
+    };
+    c.send(&Packet::Subscribe(robustmq_protocol::mqtt::Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![robustmq_protocol::mqtt::SubscribeFilter {
+            filter: ByteString::from("$share/g/t"),
+            options: o,
+        }],
+    }));
+    let got = c.expect_closed(WAIT);
+    assert_eq!(
+        disconnect_reason(&got),
+        Some(ReasonCode::PROTOCOL_ERROR),
+        "{got:?}"
+    );
+}
+
+/// 5.0 refusals carry a reason string, unless the client asked for no
+/// problem information (then only where the spec allows: CONNACK and
+/// DISCONNECT).
+#[test]
+fn v5_reason_strings_on_refusals() {
+    let b = BrokerConfig::default()
+        .mqtt("max_connections = 3")
+        .tail("[[mqtt.acl]]\npermission = \"deny\"\naction = \"all\"\ntopic = \"secret/#\"\n")
+        .start();
+    let mut c = Raw::connected(b.port, V5, "rs-a", true);
+    let codes = c.subscribe(1, "secret/x", QoS::AtLeastOnce);
+    assert_eq!(codes, ReasonCode::NOT_AUTHORIZED);
+    c.send(&Packet::Publish(publish(
+        "secret/x",
+        QoS::AtLeastOnce,
+        2,
+        b"x",
+    )));
+    let ack = c.wait_for(WAIT, |p| match p {
+        Packet::PubAck(a) => Some(a.clone()),
+        _ => None,
+    });
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+    assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+    let mut quiet = connect_packet(V5, "rs-b", true, 60);
+    quiet.properties.request_problem_information = Some(0);
+    let (mut q, _) = Raw::connect(b.port, quiet);
+    q.send(&Packet::Publish(publish(
+        "secret/x",
+        QoS::AtLeastOnce,
+        2,
+        b"x",
+    )));
+    let ack = q.wait_for(WAIT, |p| match p {
+        Packet::PubAck(a) => Some(a.clone()),
+        _ => None,
+    });
+    assert_eq!(ack.reason_code, ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(
+        ack.properties.reason_string, None,
+        "no problem information asked"
+    );
+    let _c3 = Raw::connected(b.port, V5, "rs-c", true);
+    let (_c4, ack) = Raw::connect(b.port, connect_packet(V5, "rs-d", true, 60));
+    assert_eq!(ack.reason_code, ReasonCode::QUOTA_EXCEEDED);
+    assert!(ack.properties.reason_string.is_some(), "{ack:?}");
+    c.send(&Packet::PubAck(PubReply::new(77)));
+    let got = c.expect_closed(WAIT);
+    match got.last() {
+        Some(Packet::Disconnect(d)) => assert!(d.properties.reason_string.is_some(), "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+}
