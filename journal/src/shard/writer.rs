@@ -1,10 +1,12 @@
 //! The writer task of a shard: group commit, fsync policy, segment roll.
 //!
-//! Appends queue up in a bounded channel while a write is in flight. Each
-//! turn takes everything queued (up to a bound), encodes it into as few
-//! direct writes as possible (one, unless a write would pass 4 MiB or the
-//! segment is full), issues at most one fdatasync for the lot under
-//! `always`, then publishes the new end to readers and acknowledges.
+//! Appends queue up in a bounded channel while writes are in flight. Each
+//! turn takes everything queued (up to a bound) and encodes it into direct
+//! writes of up to 256 KiB, with up to 4 in flight (a write that the next
+//! may overlap ends with a pad frame on a page boundary). Writes complete
+//! in order: under `interval` and `never` each one's appends are published
+//! and acknowledged as it completes; under `always` the group gets one
+//! fdatasync, then is published and acknowledged.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -55,7 +57,7 @@ pub enum WriteOp {
 }
 
 /// Most bytes in one direct write.
-const MAX_WRITE_BYTES: usize = 1 << 20;
+const MAX_WRITE_BYTES: usize = 256 << 10;
 /// Most direct writes of one shard in flight at once.
 const MAX_IN_FLIGHT: usize = 4;
 /// Room kept at the end of a segment for a pad frame.
