@@ -169,6 +169,7 @@ fn concurrent_appends_share_group_commits() {
 fn large_groups_go_out_as_several_padded_writes_in_flight() {
     for (name, policy) in [
         ("always", FsyncPolicy::Always),
+        ("interval", FsyncPolicy::Interval),
         ("never", FsyncPolicy::Never),
     ] {
         let dir = temp_dir(&format!("pipeline-{name}"));
@@ -195,10 +196,27 @@ fn large_groups_go_out_as_several_padded_writes_in_flight() {
                     })
                 })
                 .collect();
+            // A reader follows the writers: it must only ever see whole,
+            // checked records, never bytes of a write still in flight.
+            let follower = {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let mut next = 0u64;
+                    while next < 288 {
+                        let got = shard.read(next, ALL).await.unwrap();
+                        for r in &got {
+                            assert_eq!(r.offset, next);
+                            next += 1;
+                        }
+                        glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+                    }
+                })
+            };
             let mut expected = std::collections::HashMap::new();
             for t in tasks {
                 expected.extend(t.await);
             }
+            follower.await;
             assert_eq!(expected.len(), 288);
             let first = std::fs::read(root.join("big").join(format!("{:020}.log", 0))).unwrap();
             let pads = first.windows(4).filter(|w| w == b"RJPD").count();

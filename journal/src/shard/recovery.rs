@@ -325,6 +325,7 @@ async fn writer_for(base: u64, generation: u32, shared: &SharedState) -> Result<
         max_ts,
         pending_index: Vec::new(),
         dirty: false,
+        inflight: Default::default(),
         config,
     })
 }

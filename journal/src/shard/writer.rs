@@ -87,6 +87,8 @@ pub struct Writer {
     pub pending_index: Vec<IndexEntry>,
     /// Written but not synced data exists.
     pub dirty: bool,
+    /// Direct writes issued and not yet completed, oldest first.
+    pub inflight: InFlight,
     /// The shard's configuration.
     pub config: ShardConfig,
 }
@@ -95,7 +97,7 @@ type Pending = Vec<(Reply<AppendAck>, AppendAck)>;
 type Append = (Vec<RecordIn>, usize, Reply<AppendAck>);
 
 /// What a write in flight will make visible once it completes.
-struct ChunkState {
+pub struct ChunkState {
     end: u64,
     next_offset: u64,
     max_ts: Option<u64>,
@@ -103,7 +105,16 @@ struct ChunkState {
     acks: Pending,
 }
 
-type InFlight = VecDeque<(glommio::Task<Result<()>>, ChunkState)>;
+/// Writes in flight, oldest first.
+pub type InFlight = VecDeque<(glommio::Task<Result<()>>, ChunkState)>;
+
+/// What the idle writer woke up for.
+enum Event {
+    /// An op arrived (or the queue closed).
+    Op(Option<WriteOp>),
+    /// The oldest write completed.
+    Written(Result<()>),
+}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -137,6 +148,29 @@ impl Writer {
         deadline: &mut Option<Instant>,
     ) -> Option<WriteOp> {
         loop {
+            if let Some(front) = self.inflight.front_mut() {
+                let recv = async { Event::Op(rx.recv_async().await.ok()) };
+                let done = async {
+                    let poll = |cx: &mut std::task::Context<'_>| {
+                        std::future::Future::poll(std::pin::Pin::new(&mut front.0), cx)
+                    };
+                    Event::Written(futures_lite::future::poll_fn(poll).await)
+                };
+                match futures_lite::future::or(recv, done).await {
+                    Event::Op(op) => return op,
+                    Event::Written(result) => {
+                        let chunk = self.inflight.pop_front().map(|(_, c)| c);
+                        let finished = match chunk {
+                            Some(chunk) => self.finish_chunk(result, chunk, &mut Vec::new()),
+                            None => Ok(()),
+                        };
+                        if let Err(e) = finished {
+                            self.fail_in_flight(&e).await;
+                        }
+                        continue;
+                    }
+                }
+            }
             if !self.dirty || self.config.fsync != FsyncPolicy::Interval {
                 return rx.recv_async().await.ok();
             }
@@ -189,9 +223,23 @@ impl Writer {
     }
 
     async fn finish(&mut self) {
+        if let Err(e) = self.drain(&mut Vec::new()).await {
+            self.fail_in_flight(&e).await;
+        }
         if self.dirty {
             if let Err(e) = self.sync_and_publish().await {
                 self.fail(&e);
+            }
+        }
+    }
+
+    /// After a failed write: fails the shard and every write still in flight.
+    async fn fail_in_flight(&mut self, e: &JournalError) {
+        self.fail(e);
+        while let Some((task, chunk)) = self.inflight.pop_front() {
+            let _ = task.await;
+            for (reply, _) in chunk.acks {
+                let _ = reply.try_send(Err(clone_err(e)));
             }
         }
     }
@@ -217,7 +265,8 @@ impl Writer {
         let result = self.write_all(appends, &mut acked).await;
         let result = match result {
             Ok(()) if self.config.fsync == FsyncPolicy::Always => self.sync_and_publish().await,
-            Ok(()) => self.publish(),
+            // Each write publishes itself as it completes.
+            Ok(()) => Ok(()),
             Err(e) => Err(e),
         };
         match result {
@@ -236,11 +285,10 @@ impl Writer {
     }
 
     async fn write_all(&mut self, appends: Vec<Append>, acked: &mut Pending) -> Result<()> {
-        let mut inflight = VecDeque::new();
-        let result = self.write_pipelined(appends, acked, &mut inflight).await;
+        let result = self.write_pipelined(appends, acked).await;
         if let Err(e) = &result {
             // Let the writes already issued finish; their appends fail too.
-            for (task, chunk) in inflight.drain(..) {
+            while let Some((task, chunk)) = self.inflight.pop_front() {
                 let _ = task.await;
                 acked.extend(chunk.acks);
             }
@@ -255,57 +303,53 @@ impl Writer {
 
     /// Splits the group into writes of at most [`MAX_WRITE_BYTES`], with up
     /// to [`MAX_IN_FLIGHT`] of them in flight, rolling when a segment is full.
-    async fn write_pipelined(
-        &mut self,
-        appends: Vec<Append>,
-        acked: &mut Pending,
-        inflight: &mut InFlight,
-    ) -> Result<()> {
+    /// Under `always` the group's writes are all complete on return; under
+    /// the other policies the last ones may still be in flight (the writer
+    /// completes them while it waits for the next group).
+    async fn write_pipelined(&mut self, appends: Vec<Append>, acked: &mut Pending) -> Result<()> {
         let mut chunk = Vec::new();
         let mut chunk_bytes = 0usize;
         for (records, size, reply) in appends {
             let full = (chunk_bytes + size) as u64 > self.room();
             if (full || chunk_bytes + size > MAX_WRITE_BYTES) && !chunk.is_empty() {
-                self.issue(std::mem::take(&mut chunk), !full, acked, inflight)
-                    .await?;
+                self.issue(std::mem::take(&mut chunk), !full, acked).await?;
                 chunk_bytes = 0;
             }
             if size as u64 > self.room() {
-                self.drain(acked, inflight).await?;
+                self.drain(acked).await?;
                 self.roll().await?;
             }
             chunk.push((records, size, reply));
             chunk_bytes += size;
         }
         if !chunk.is_empty() {
-            self.issue(chunk, false, acked, inflight).await?;
+            let busy = !self.inflight.is_empty() && self.config.fsync != FsyncPolicy::Always;
+            self.issue(chunk, busy, acked).await?;
         }
-        self.drain(acked, inflight).await
+        if self.config.fsync == FsyncPolicy::Always {
+            self.drain(acked).await?;
+        }
+        Ok(())
     }
 
     /// Issues one write. It may overlap the writes in flight only when the
     /// last of them ended on a page boundary (padded).
-    async fn issue(
-        &mut self,
-        chunk: Vec<Append>,
-        pad: bool,
-        acked: &mut Pending,
-        inflight: &mut InFlight,
-    ) -> Result<()> {
+    async fn issue(&mut self, chunk: Vec<Append>, pad: bool, acked: &mut Pending) -> Result<()> {
         if !self.tail.is_aligned() {
-            self.drain(acked, inflight).await?;
+            self.drain(acked).await?;
         }
-        while inflight.len() >= MAX_IN_FLIGHT {
-            self.complete_oldest(acked, inflight).await?;
+        while self.inflight.len() >= MAX_IN_FLIGHT {
+            self.complete_oldest(acked).await?;
         }
         let (write, state) = self.prepare_chunk(chunk, pad);
-        inflight.push_back((glommio::spawn_local(write.submit()), state));
+        self.inflight
+            .push_back((glommio::spawn_local(write.submit()), state));
         Ok(())
     }
 
-    async fn drain(&mut self, acked: &mut Pending, inflight: &mut InFlight) -> Result<()> {
-        while !inflight.is_empty() {
-            self.complete_oldest(acked, inflight).await?;
+    async fn drain(&mut self, acked: &mut Pending) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.complete_oldest(acked).await?;
         }
         Ok(())
     }
@@ -313,15 +357,24 @@ impl Writer {
     /// Waits for the oldest write. Under `interval` and `never` its appends
     /// are published and acknowledged at once; under `always` they wait for
     /// the group's fdatasync.
-    async fn complete_oldest(
-        &mut self,
-        acked: &mut Pending,
-        inflight: &mut InFlight,
-    ) -> Result<()> {
-        let Some((task, chunk)) = inflight.pop_front() else {
+    async fn complete_oldest(&mut self, acked: &mut Pending) -> Result<()> {
+        let Some((task, chunk)) = self.inflight.pop_front() else {
             return Ok(());
         };
-        if let Err(e) = task.await {
+        let result = task.await;
+        self.finish_chunk(result, chunk, acked)
+    }
+
+    /// Handles a completed write. Under `interval` and `never` its appends
+    /// are published and acknowledged at once; under `always` they wait in
+    /// `acked` for the group's fdatasync.
+    fn finish_chunk(
+        &mut self,
+        result: Result<()>,
+        chunk: ChunkState,
+        acked: &mut Pending,
+    ) -> Result<()> {
+        if let Err(e) = result {
             acked.extend(chunk.acks);
             return Err(e);
         }
@@ -431,6 +484,7 @@ impl Writer {
             ));
         }
         let sealed = self.base;
+        self.drain(&mut Vec::new()).await?;
         self.roll().await?;
         Ok(sealed)
     }
