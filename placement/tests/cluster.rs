@@ -263,3 +263,48 @@ async fn defaults_give_a_one_member_group_on_1228() {
     assert_eq!((st.leader_id, st.members.len()), (1, 1));
     running.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_wire_gets_errors_not_crashes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = Group::start("garbage", 1);
+    leader(&g, Duration::from_secs(5)).await;
+    let addr = g.peers[&1];
+    // An unknown preamble: the connection is dropped.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"HTTP/1.1 GET /\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+    // An RPC client sending a frame that is not a request: an error
+    // response, and the connection still works afterwards.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = b"RPCL".to_vec();
+    robustmq_placement::frame::put_frame(&mut out, b"\xff\xff\xff\xffnot a flatbuffer");
+    s.write_all(&out).await.unwrap();
+    let mut frame = Vec::new();
+    assert!(robustmq_placement::frame::read_frame(&mut s, &mut frame)
+        .await
+        .unwrap());
+    let (_, result) = robustmq_placement::wire::decode_response(&frame).unwrap();
+    assert!(
+        matches!(result, Err(ApiError::InvalidArgument(_))),
+        "{result:?}"
+    );
+    // A garbage Raft peer: dropped, and the member keeps serving.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = b"RPRF".to_vec();
+    out.extend_from_slice(&7u64.to_be_bytes());
+    robustmq_placement::frame::put_frame(&mut out, b"\x0a\xff\xff garbage");
+    s.write_all(&out).await.unwrap();
+    g.client().kv_set("still", b"up").await.unwrap();
+    // An oversized frame length is refused without allocating it.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"RPCL\xff\xff\xff\xff").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+    assert_eq!(
+        g.client().kv_get("still", false).await.unwrap(),
+        Some(b"up".to_vec())
+    );
+}
