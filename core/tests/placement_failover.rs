@@ -158,7 +158,10 @@ fn isolated_members_cannot_commit_or_read_and_rejoin() {
     let cut = Instant::now();
     while l.status().unwrap().controller {
         assert!(
-            cut.elapsed() <= election_timeout() + Duration::from_millis(100),
+            // The lease is one election timeout from the last message heard
+            // (before the cut); allow two ticks of granularity and 100 ms of
+            // scheduling on a loaded machine.
+            cut.elapsed() <= election_timeout() + Duration::from_millis(200),
             "controller still running {:?} after the cut",
             cut.elapsed()
         );
