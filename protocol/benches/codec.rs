@@ -9,13 +9,15 @@
 //! connection in steady state. Each encode iteration clears a long-lived
 //! output buffer and encodes into it.
 //!
-//! `cargo bench -p robustmq-protocol --bench codec`
+//! `cargo bench -p robustmq-protocol --bench codec`; with
+//! `CODEC_BENCH_BEST_OF=1` set, best-of-batches figures instead (see
+//! [`best_of`]).
 
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use robustmq_protocol::mqtt::*;
 
 use ProtocolVersion::{V3_1_1, V5};
@@ -102,7 +104,9 @@ fn decode(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 buf.extend_from_slice(black_box(&bytes));
-                decoder.decode(&mut buf).unwrap()
+                // By reference: returning the result would time a copy of it.
+                let result = decoder.decode(&mut buf);
+                black_box(&result);
             })
         });
     }
@@ -148,5 +152,67 @@ fn round_trip(c: &mut Criterion) {
     });
 }
 
+/// Contention-proof figures: with `CODEC_BENCH_BEST_OF=1` the binary
+/// skips criterion and prints, as a markdown table, the best per-iteration
+/// time over 1,500 batches of 2,000 iterations of each case. On a shared
+/// machine criterion's mean includes the time other processes hold the
+/// core; the best batch is what the code costs when it runs undisturbed.
+fn best_of() {
+    fn best(mut f: impl FnMut()) -> f64 {
+        const BATCH: u32 = 2_000;
+        let mut best = f64::MAX;
+        for _ in 0..1_500 {
+            let start = std::time::Instant::now();
+            for _ in 0..BATCH {
+                f();
+            }
+            best = best.min(start.elapsed().as_nanos() as f64 / f64::from(BATCH));
+        }
+        best
+    }
+    println!("| case | decode (ns) | encode (ns) |");
+    println!("| --- | ---: | ---: |");
+    for (name, v, packet) in cases() {
+        let bytes = wire(v, &packet);
+        let mut decoder = Decoder::with_version(v, 1 << 20);
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut out = BytesMut::with_capacity(4096);
+        let decode = best(|| {
+            buf.extend_from_slice(black_box(&bytes));
+            let result = decoder.decode(&mut buf);
+            black_box(&result);
+        });
+        let encode = best(|| {
+            out.clear();
+            black_box(&packet).encode(v, &mut out).unwrap();
+            black_box(out.len());
+        });
+        println!("| {name} | {decode:.1} | {encode:.1} |");
+    }
+    let bytes = wire(V3_1_1, &publish(64, false));
+    let mut decoder = Decoder::with_version(V3_1_1, 1 << 20);
+    let mut input = BytesMut::with_capacity(4096);
+    let mut out = BytesMut::with_capacity(4096);
+    let both = best(|| {
+        input.extend_from_slice(black_box(&bytes));
+        let Ok(Some(ref p)) = decoder.decode(&mut input) else {
+            unreachable!()
+        };
+        out.clear();
+        p.encode(V3_1_1, &mut out).unwrap();
+        black_box(out.len());
+    });
+    println!("| decode+encode publish_64B_qos0_v3.1.1 | {both:.1} | |");
+}
+
 criterion_group!(benches, decode, encode, round_trip);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("CODEC_BENCH_BEST_OF").is_some() {
+        best_of();
+        return;
+    }
+    // What `criterion_main!(benches)` expands to.
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
