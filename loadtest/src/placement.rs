@@ -51,6 +51,8 @@ pub enum BenchOp {
     Put,
     /// Linearizable gets (keys are written first).
     Get,
+    /// Half puts, half gets (keys are written first).
+    Mixed,
 }
 
 /// The system under test.
@@ -80,7 +82,7 @@ pub fn run(args: PlacementBenchArgs) -> Result<(), String> {
 
 async fn bench(args: PlacementBenchArgs) -> Result<(), String> {
     let kv = kv_factory(&args).await?;
-    if args.op == BenchOp::Get {
+    if args.op != BenchOp::Put {
         preload(&args, &kv).await?;
     }
     let counting = Arc::new(AtomicBool::new(false));
@@ -125,14 +127,18 @@ async fn client_loop(
     };
     let value = vec![b'v'; args.value_size];
     while !stop.load(Ordering::Relaxed) {
-        let key = format!(
-            "bench/{:08}",
-            seq.fetch_add(1, Ordering::Relaxed) % args.keys
-        );
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        let key = format!("bench/{:08}", n % args.keys);
         let t = Instant::now();
-        let ok = match args.op {
-            BenchOp::Put => store.put(&key, &value).await,
-            BenchOp::Get => store.get(&key).await,
+        let put = match args.op {
+            BenchOp::Put => true,
+            BenchOp::Get => false,
+            BenchOp::Mixed => n % 2 == 0,
+        };
+        let ok = if put {
+            store.put(&key, &value).await
+        } else {
+            store.get(&key).await
         };
         if counting.load(Ordering::Relaxed) {
             if ok {
@@ -177,6 +183,7 @@ fn report(args: &PlacementBenchArgs, h: &Histogram<u64>, errors: u64, elapsed: D
     let op = match args.op {
         BenchOp::Put => "put",
         BenchOp::Get => "get",
+        BenchOp::Mixed => "mixed",
     };
     if args.json {
         let doc = serde_json::json!({
