@@ -132,3 +132,35 @@ fn retention_runs_by_itself() {
     journal.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn more_appends_than_the_queue_holds_all_get_acknowledged() {
+    let dir = temp_dir("engine-full-queue");
+    let journal = Journal::start(options(&dir)).unwrap();
+    let config = ShardConfig {
+        fsync: FsyncPolicy::Always,
+        ..ShardConfig::default()
+    };
+    block_on(journal.create_shard("busy", config)).unwrap();
+    let client = journal.clone();
+    let mut offsets = common::run(move || async move {
+        let tasks: Vec<_> = (0..3000u64)
+            .map(|i| {
+                let j = client.clone();
+                glommio::spawn_local(async move {
+                    let r = RecordIn::from_payload(payload(i, 64));
+                    j.append("busy", vec![r]).await.unwrap().base_offset
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    });
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..3000).collect::<Vec<u64>>());
+    journal.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::engine::request::{Request, Response};
 use crate::error::{JournalError, Result};
-use crate::shard::{validate_name, Shard};
+use crate::shard::{validate_name, AckTo, Shard};
 
 /// Requests being served at once on one core; more wait in the channel.
 const MAX_IN_FLIGHT: u64 = 4096;
@@ -90,6 +90,27 @@ pub async fn run_core(
             CoreMsg::Stop(signal) => {
                 done = Some(signal);
                 break;
+            }
+            CoreMsg::Request(Request::Append { shard, records }, reply) => {
+                // The fast path: straight into the shard's queue, answered by
+                // its writer; a task only when the queue is full.
+                let target = match core.shard(&shard) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = reply.try_send(Err(e));
+                        continue;
+                    }
+                };
+                if let Some(op) = target.append_to(records, AckTo::Remote(reply)) {
+                    let Ok(permit) = permits.acquire_static_permit(1).await else {
+                        break;
+                    };
+                    glommio::spawn_local(async move {
+                        target.enqueue(op).await;
+                        drop(permit);
+                    })
+                    .detach();
+                }
             }
             CoreMsg::Request(req, reply) => {
                 let Ok(permit) = permits.acquire_static_permit(1).await else {

@@ -20,8 +20,20 @@ use crate::record::{Record, RecordIn};
 pub use read::ReadLimits;
 pub use state::RecoveryReport;
 use state::SharedState;
-pub use writer::AppendAck;
-use writer::WriteOp;
+pub use writer::{AckTo, AppendAck, WriteOp};
+
+/// Answers an op the writer will never see.
+fn fail_op(op: WriteOp) {
+    match op {
+        WriteOp::Append { reply, .. } => reply.send(Err(JournalError::Stopped)),
+        WriteOp::Seal { reply } => {
+            let _ = reply.try_send(Err(JournalError::Stopped));
+        }
+        WriteOp::Close { reply } => {
+            let _ = reply.try_send(Err(JournalError::Stopped));
+        }
+    }
+}
 
 /// Appends waiting for the writer, per shard, before senders wait.
 const QUEUE_DEPTH: usize = 1024;
@@ -136,30 +148,62 @@ impl Shard {
 
     /// Appends a batch; returns its offsets once acknowledged per policy.
     pub async fn append(&self, records: Vec<RecordIn>) -> Result<AppendAck> {
+        let (reply, rx) = flume::bounded(1);
+        if let Some(op) = self.append_to(records, AckTo::Local(reply)) {
+            self.enqueue(op).await;
+        }
+        rx.recv_async().await.map_err(|_| JournalError::Stopped)?
+    }
+
+    /// Checks an append and queues it for the writer, which sends the
+    /// outcome to `ack`. Returns the op when the queue is full: the caller
+    /// then waits with [`Shard::enqueue`].
+    pub fn append_to(&self, records: Vec<RecordIn>, ack: AckTo) -> Option<WriteOp> {
+        let size = match self.check_append(&records) {
+            Ok(size) => size,
+            Err(e) => {
+                ack.send(Err(e));
+                return None;
+            }
+        };
+        let op = WriteOp::Append {
+            records,
+            size,
+            reply: ack,
+        };
+        match self.queue.try_send(op) {
+            Ok(()) => None,
+            Err(flume::TrySendError::Full(op)) => Some(op),
+            Err(flume::TrySendError::Disconnected(op)) => {
+                fail_op(op);
+                None
+            }
+        }
+    }
+
+    /// Queues an op, waiting while the writer's queue is full.
+    pub async fn enqueue(&self, op: WriteOp) {
+        if let Err(flume::SendError(op)) = self.queue.send_async(op).await {
+            fail_op(op);
+        }
+    }
+
+    /// Validates an append; returns its encoded size.
+    fn check_append(&self, records: &[RecordIn]) -> Result<usize> {
         if records.is_empty() {
             return Err(JournalError::InvalidArgument("empty append".into()));
         }
-        for r in &records {
+        for r in records {
             validate_record(r).map_err(|e| JournalError::InvalidArgument(e.to_string()))?;
         }
-        let size = batch_len(&records);
+        let size = batch_len(records);
         let segment = self.state.borrow().config.segment_bytes;
         let max = MAX_BATCH_BYTES.min(segment.saturating_sub(writer::PAD_RESERVE) as usize);
         if size > max {
             return Err(JournalError::TooLarge { size, max });
         }
         self.state.borrow().check_healthy()?;
-        let (reply, rx) = flume::bounded(1);
-        let op = WriteOp::Append {
-            records,
-            size,
-            reply,
-        };
-        self.queue
-            .send_async(op)
-            .await
-            .map_err(|_| JournalError::Stopped)?;
-        rx.recv_async().await.map_err(|_| JournalError::Stopped)?
+        Ok(size)
     }
 
     /// Reads records from `from`.

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::engine::Response;
 use crate::error::{JournalError, Result};
 use crate::format::{batch_len, encode_batch, BatchStamp};
 use crate::index::{self, IndexEntry};
@@ -42,7 +43,7 @@ pub enum WriteOp {
         /// Their encoded size.
         size: usize,
         /// Where the offsets go.
-        reply: Reply<AppendAck>,
+        reply: AckTo,
     },
     /// Seal the `Write` segment and start a new one; replies its base offset.
     Seal {
@@ -93,8 +94,31 @@ pub struct Writer {
     pub config: ShardConfig,
 }
 
-type Pending = Vec<(Reply<AppendAck>, AppendAck)>;
-type Append = (Vec<RecordIn>, usize, Reply<AppendAck>);
+type Pending = Vec<(AckTo, AppendAck)>;
+type Append = (Vec<RecordIn>, usize, AckTo);
+
+/// Where the outcome of an append goes: straight to whoever waits for it,
+/// so that a request from another thread needs no task on this core.
+pub enum AckTo {
+    /// A caller of [`Shard::append`](crate::shard::Shard::append).
+    Local(Reply<AppendAck>),
+    /// A caller of the engine, waiting for a [`Response`].
+    Remote(flume::Sender<Result<Response>>),
+}
+
+impl AckTo {
+    /// Sends the outcome (the waiting side may have gone; that is fine).
+    pub fn send(self, r: Result<AppendAck>) {
+        match self {
+            AckTo::Local(tx) => {
+                let _ = tx.try_send(r);
+            }
+            AckTo::Remote(tx) => {
+                let _ = tx.try_send(r.map(Response::Appended));
+            }
+        }
+    }
+}
 
 /// What a write in flight will make visible once it completes.
 pub struct ChunkState {
@@ -239,7 +263,7 @@ impl Writer {
         while let Some((task, chunk)) = self.inflight.pop_front() {
             let _ = task.await;
             for (reply, _) in chunk.acks {
-                let _ = reply.try_send(Err(clone_err(e)));
+                reply.send(Err(clone_err(e)));
             }
         }
     }
@@ -257,7 +281,7 @@ impl Writer {
         }
         if let Err(e) = self.state.borrow().check_healthy() {
             for (_, _, reply) in appends {
-                let _ = reply.try_send(Err(clone_err(&e)));
+                reply.send(Err(clone_err(&e)));
             }
             return;
         }
@@ -272,13 +296,13 @@ impl Writer {
         match result {
             Ok(()) => {
                 for (reply, ack) in acked {
-                    let _ = reply.try_send(Ok(ack));
+                    reply.send(Ok(ack));
                 }
             }
             Err(e) => {
                 self.fail(&e);
                 for (reply, _) in acked {
-                    let _ = reply.try_send(Err(clone_err(&e)));
+                    reply.send(Err(clone_err(&e)));
                 }
             }
         }
@@ -385,7 +409,7 @@ impl Writer {
         }
         self.publish_upto(chunk.end, chunk.next_offset, chunk.max_ts)?;
         for (reply, ack) in chunk.acks {
-            let _ = reply.try_send(Ok(ack));
+            reply.send(Ok(ack));
         }
         Ok(())
     }
