@@ -1181,3 +1181,26 @@ fn worst_case_allocation_is_within_the_bound() {
     }
     println!("worst ratio over inputs above 1000 bytes: {worst:.1}");
 }
+
+/// The packet strategies cover every packet type of each version: all 15
+/// in 5.0, all but AUTH in 3.x.
+#[test]
+fn strategies_cover_every_packet_type() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    for v in VERSIONS {
+        let mut runner = TestRunner::deterministic();
+        let strategy = packet(v);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2_000 {
+            let p = strategy.new_tree(&mut runner).unwrap().current();
+            seen.insert(p.packet_type() as u8);
+        }
+        let expected: std::collections::HashSet<u8> = if v.is_v5() {
+            (1..=15).collect()
+        } else {
+            (1..=14).collect()
+        };
+        assert_eq!(seen, expected, "{v:?}");
+    }
+}
