@@ -131,7 +131,19 @@ pub(crate) async fn run(
     shutdown: Arc<AtomicBool>,
 ) {
     let core_id = ctx.core;
-    let (senders, mut receivers) = match mesh.join().await {
+    // glommio can miss the cross-core wake-up of a core that is about to
+    // park while the cores join the mesh (seen under load as a start that
+    // never gets to "listening": one core parked for good in io_uring, the
+    // other spinning on a channel connection); a short timer makes a parked
+    // core look again. Dropping the task ends it.
+    let nudge = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let joined = mesh.join().await;
+    drop(nudge);
+    let (senders, mut receivers) = match joined {
         Ok(pair) => pair,
         Err(e) => {
             let _ = ready.send(Err(format!("core {core_id}: cannot join the mesh: {e}")));

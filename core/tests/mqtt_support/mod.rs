@@ -133,6 +133,7 @@ impl Broker {
         let config_path = dir.0.join("robustmq.toml");
         std::fs::write(&config_path, &toml).expect("write config");
         let mut last_log = String::new();
+        let mut hangs = 0;
         for _attempt in 0..5 {
             let port = free_port();
             let log_path = dir.0.join("broker.log");
@@ -151,7 +152,11 @@ impl Broker {
                 .stderr(log)
                 .spawn()
                 .expect("spawn robust-server");
-            let deadline = Instant::now() + Duration::from_secs(20);
+            // A start that hangs (it did under load: a core parked for good
+            // while the cores joined their channel mesh; see
+            // `startup_does_not_hang` in mqtt_raw.rs) is retried once,
+            // loudly; twice fails the test.
+            let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
                     // Most likely the port was taken between picking and
@@ -160,7 +165,12 @@ impl Broker {
                     eprintln!("broker exited early ({status}), retrying:\n{last_log}");
                     break;
                 }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Ready once every core listens ("MQTT broker listening" is
+                // logged after all of them): a connect alone may reach one
+                // core while another is still starting.
+                let ready = std::fs::read_to_string(&log_path)
+                    .is_ok_and(|l| l.contains("MQTT broker listening"));
+                if ready && TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Broker {
                         child: Some(child),
                         port,
@@ -171,10 +181,14 @@ impl Broker {
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "broker did not listen in time:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    hangs += 1;
+                    assert!(
+                        hangs < 2,
+                        "broker did not listen in time, twice:\n{last_log}"
                     );
+                    eprintln!("BROKER START HANG: not listening after 10 s, retrying:\n{last_log}");
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
