@@ -374,3 +374,57 @@ fn acl_denies_subscribe() {
         );
     }
 }
+
+/// Topic alias from a real 5.0 client: `mosquitto_pub -l` with
+/// `topic-alias 1` sends the topic once, then the alias alone; the broker
+/// resolves it for every message.
+#[test]
+fn v5_topic_alias_from_mosquitto_pub() {
+    let b = Broker::start();
+    let mut sub = Sub::spawn(
+        b.port,
+        &["-V", "mqttv5", "-t", "alias/#", "-C", "3", "-F", "%t %p"],
+    );
+    sub.wait_suback();
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port.to_string(),
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+        ])
+        .args([
+            "-t",
+            "alias/long/topic",
+            "-l",
+            "-D",
+            "publish",
+            "topic-alias",
+            "1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\nthree\n").unwrap();
+    }
+    let (status, out, err) = wait_output(child, WAIT);
+    assert!(status.success(), "mosquitto_pub: {status:?} {out} {err}");
+    let m = sub.messages();
+    assert_eq!(
+        m,
+        vec![
+            "alias/long/topic one",
+            "alias/long/topic two",
+            "alias/long/topic three"
+        ]
+    );
+}
