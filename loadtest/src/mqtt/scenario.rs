@@ -154,17 +154,26 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         counters: (0..threads).map(|_| Counters::default()).collect(),
         times: OnceLock::new(),
     });
-    // Subscribers first, then publishers, dealt round robin.
+    // Subscribers and publishers on separate threads when there are two or
+    // more (so that unthrottled publishers never starve the subscribers of
+    // their thread), each role dealt round robin over its threads.
     let mut subs_of: Vec<Vec<usize>> = vec![Vec::new(); threads];
     let mut pubs_of: Vec<Vec<usize>> = vec![Vec::new(); threads];
-    let mut k = 0;
+    let sub_threads = if threads >= 2 && !plan.publishers.is_empty() {
+        (threads / 2).max(1)
+    } else {
+        threads
+    };
     for i in 0..plan.subscribers.len() {
-        subs_of[k % threads].push(i);
-        k += 1;
+        subs_of[i % sub_threads].push(i);
     }
+    let (first_pub, pub_threads) = if sub_threads < threads && !plan.subscribers.is_empty() {
+        (sub_threads, threads - sub_threads)
+    } else {
+        (0, threads)
+    };
     for i in 0..plan.publishers.len() {
-        pubs_of[k % threads].push(i);
-        k += 1;
+        pubs_of[first_pub + i % pub_threads].push(i);
     }
     let (phase_tx, phase_rx) = watch::channel(Phase::ConnectSubs);
     let (ready_tx, ready_rx) = mpsc::channel();
