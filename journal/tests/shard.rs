@@ -289,6 +289,44 @@ fn a_torn_tail_is_cut_at_the_last_valid_record_and_reported() {
 }
 
 #[test]
+fn damage_inside_the_write_segment_keeps_the_records_after_it() {
+    let dir = temp_dir("mid-damage");
+    let root = dir.clone();
+    run(move || async move {
+        let shard = Shard::create(&root, "m", small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        fill(&shard, 10, 1, 500).await;
+        shard.close().await.unwrap();
+        // A flipped payload byte in the ninth batch, after the last index
+        // point (4 KiB in): not a torn tail, since a valid batch follows.
+        let log = active_log(&root.join("m"));
+        let batch = (48 + 8 + 8 + 4 + 2 + 2 + 500) as u64;
+        flip(&log, 8 * batch + 200);
+        let shard = Shard::open(&root.join("m")).await.unwrap();
+        let report = shard.recovery_report();
+        assert!(report.truncated.is_empty(), "{report:?}");
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert_eq!(
+            shard.info().end_offset,
+            10,
+            "nothing after the damage was cut"
+        );
+        let err = shard.read(8, ALL).await.unwrap_err();
+        assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+        let after = shard.read(9, ALL).await.unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].payload, Bytes::from(payload(9, 500)));
+        assert_eq!(
+            shard.append(records(10, 1, 10)).await.unwrap().base_offset,
+            10
+        );
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn damage_in_a_sealed_segment_is_an_error_never_data() {
     let dir = temp_dir("sealed-damage");
     let root = dir.clone();
@@ -301,9 +339,15 @@ fn damage_in_a_sealed_segment_is_an_error_never_data() {
         let first = root.join("d").join(format!("{:020}.log", 0));
         flip(&first, 20_000);
         let shard = Shard::open(&root.join("d")).await.unwrap();
-        let err = shard.read(0, ALL).await.unwrap_err();
+        // A read returns the records before the damaged batch; the next
+        // one, starting in it, is an error.
+        let before = shard.read(0, ALL).await.unwrap();
+        assert!(!before.is_empty() && before.len() < 300);
+        for (i, r) in before.iter().enumerate() {
+            assert_eq!(r.payload, Bytes::from(payload(i as u64, 300)));
+        }
+        let err = shard.read(before.len() as u64, ALL).await.unwrap_err();
         assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
-        // Records before the damage still read.
         let ok = shard
             .read(
                 0,

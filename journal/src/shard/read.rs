@@ -2,7 +2,8 @@
 //!
 //! Readers only see acknowledged data (up to each segment's published end)
 //! and check every record's CRC: damaged bytes come back as
-//! [`JournalError::Corrupt`], never as records.
+//! [`JournalError::Corrupt`], never as records. A read returns the records
+//! before a damaged batch; a read that starts in it gets the error.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -114,7 +115,14 @@ pub async fn read(state: &SharedState, from: u64, limits: ReadLimits) -> Result<
             },
         )
         .await?;
-        check_walk(&walk, &cut)?;
+        if let Err(e) = check_walk(&walk, &cut) {
+            // Records before the damage are returned; the next read, from
+            // the damaged batch, gets the error.
+            if out.is_empty() {
+                return Err(e);
+            }
+            break;
+        }
         if full || offset < cut.next_offset {
             break;
         }

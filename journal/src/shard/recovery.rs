@@ -12,7 +12,7 @@ use std::rc::Rc;
 use glommio::io::DmaFile;
 
 use crate::error::{IoContext, JournalError, Result};
-use crate::format::verify_batch;
+use crate::format::{parse_header, verify_batch, BatchHeader, BATCH_HEADER_LEN};
 use crate::index::{self, IndexEntry, SegmentIndex};
 use crate::lifecycle::SegmentStatus;
 use crate::meta::{self, SegmentMeta, SegmentTable};
@@ -28,11 +28,27 @@ struct Scan {
     end: u64,
     next_offset: u64,
     max_ts: Option<u64>,
+    /// Why the scan stopped before the end of the file, if it did.
     damage: Option<String>,
+    /// Damaged batches skipped because valid data follows them:
+    /// (position, reason).
+    skipped: Vec<(u64, String)>,
 }
 
-/// Walks a segment from `start` (or from its beginning), checking every
-/// batch and adding index points to `index`.
+/// Where a scan stands between two walks.
+struct Cursor {
+    pos: u64,
+    next: u64,
+    max_ts: Option<u64>,
+    last_gen: u32,
+    last_index_pos: u64,
+}
+
+/// Walks a segment from its last index point (or its beginning), checking
+/// every batch and adding index points to `index`. A damaged batch whose
+/// header is intact and that is followed by a valid batch continuing the
+/// offsets is corruption in place, not a torn tail: it is skipped (and
+/// reported), so that the records after it are kept.
 async fn scan(
     file: &DmaFile,
     path: &Path,
@@ -42,52 +58,126 @@ async fn scan(
     index: &mut SegmentIndex,
 ) -> Result<Scan> {
     let start = index.last();
-    let (pos, mut next) = start.map_or((0, base), |e| (e.position, e.offset));
-    let mut max_ts = start.map(|e| e.timestamp);
-    let mut last_gen = 0u32;
-    let mut last_index_pos = pos;
+    let (pos, next) = start.map_or((0, base), |e| (e.position, e.offset));
+    let mut c = Cursor {
+        pos,
+        next,
+        max_ts: start.map(|e| e.timestamp),
+        last_gen: 0,
+        last_index_pos: pos,
+    };
+    let mut skipped = Vec::new();
+    loop {
+        let damage = walk_from(file, path, limit, interval, index, &mut c, start).await?;
+        let Some(reason) = damage else {
+            return Ok(Scan {
+                end: c.pos,
+                next_offset: c.next,
+                max_ts: c.max_ts,
+                damage: None,
+                skipped,
+            });
+        };
+        match skippable(file, path, limit, &c).await? {
+            Some(h) => {
+                skipped.push((c.pos, reason));
+                c.pos += u64::from(h.batch_len);
+                c.next = h.next_offset();
+                c.max_ts = Some(h.max_ts);
+                c.last_gen = h.generation;
+            }
+            None => {
+                return Ok(Scan {
+                    end: c.pos,
+                    next_offset: c.next,
+                    max_ts: c.max_ts,
+                    damage: Some(reason),
+                    skipped,
+                })
+            }
+        }
+    }
+}
+
+/// One walk from the cursor; returns the damage that stopped it, if any.
+async fn walk_from(
+    file: &DmaFile,
+    path: &Path,
+    limit: u64,
+    interval: u64,
+    index: &mut SegmentIndex,
+    c: &mut Cursor,
+    start: Option<IndexEntry>,
+) -> Result<Option<String>> {
     let mut new_entries = Vec::new();
-    let walk = segment::walk(file, path, pos, limit, SCAN_CHUNK, |at, h, batch| {
-        if h.base_offset != next {
-            return Err(format!(
-                "batch at offset {} where {next} was expected",
-                h.base_offset
-            ));
-        }
-        if h.generation < last_gen {
-            return Err(format!(
-                "stale batch of generation {} after {last_gen}",
-                h.generation
-            ));
-        }
+    let walk = segment::walk(file, path, c.pos, limit, SCAN_CHUNK, |at, h, batch| {
+        check_continues(h, c.next, c.last_gen)?;
         verify_batch(batch, h).map_err(|e| e.to_string())?;
-        if (at == 0 || at - last_index_pos >= interval) && start.is_none_or(|s| s.position != at) {
+        if (at == 0 || at - c.last_index_pos >= interval) && start.is_none_or(|s| s.position != at)
+        {
             new_entries.push(IndexEntry {
                 offset: h.base_offset,
                 position: at,
                 timestamp: h.first_ts,
             });
-            last_index_pos = at;
+            c.last_index_pos = at;
         }
-        next = h.next_offset();
-        last_gen = h.generation;
-        max_ts = Some(h.max_ts);
+        c.next = h.next_offset();
+        c.last_gen = h.generation;
+        c.max_ts = Some(h.max_ts);
         Ok(Step::Next)
     })
     .await?;
     for e in new_entries {
         index.push(e);
     }
-    let damage = match walk.end {
+    c.pos = walk.position;
+    Ok(match walk.end {
         WalkEnd::Damage(reason) => Some(reason),
         _ => None,
-    };
-    Ok(Scan {
-        end: walk.position,
-        next_offset: next,
-        max_ts,
-        damage,
     })
+}
+
+fn check_continues(h: &BatchHeader, next: u64, last_gen: u32) -> std::result::Result<(), String> {
+    if h.base_offset != next {
+        return Err(format!(
+            "batch at offset {} where {next} was expected",
+            h.base_offset
+        ));
+    }
+    if h.generation < last_gen {
+        return Err(format!(
+            "stale batch of generation {} after {last_gen}",
+            h.generation
+        ));
+    }
+    Ok(())
+}
+
+/// The header of the damaged batch at the cursor, when it is intact,
+/// continues the offsets, and is followed by a valid batch that continues
+/// them too.
+async fn skippable(
+    file: &DmaFile,
+    path: &Path,
+    limit: u64,
+    c: &Cursor,
+) -> Result<Option<BatchHeader>> {
+    let head = segment::read_bytes(file, path, c.pos, BATCH_HEADER_LEN).await?;
+    let Ok(h) = parse_header(&head) else {
+        return Ok(None);
+    };
+    let after = c.pos + u64::from(h.batch_len);
+    if check_continues(&h, c.next, c.last_gen).is_err() || after >= limit {
+        return Ok(None);
+    }
+    let walk = segment::walk(file, path, after, limit, SCAN_CHUNK, |_, next, batch| {
+        check_continues(next, h.next_offset(), h.generation)?;
+        verify_batch(batch, next).map_err(|e| e.to_string())?;
+        Ok(Step::Stop)
+    })
+    .await?;
+    Ok((walk.end == WalkEnd::Stopped).then_some(h))
 }
 
 fn load_index(st: &mut ShardState, path: &Path, base: u64, data_len: u64) -> SegmentIndex {
@@ -102,6 +192,14 @@ fn load_index(st: &mut ShardState, path: &Path, base: u64, data_len: u64) -> Seg
             }
             SegmentIndex::default()
         }
+    }
+}
+
+/// Reports damaged batches that the scan stepped over.
+fn report_skipped(st: &mut ShardState, base: u64, skipped: &[(u64, String)]) {
+    for (position, reason) in skipped {
+        tracing::error!(shard = %st.name, segment = base, position, %reason, "damaged batch kept in place; reads of it fail");
+        st.report.damaged.push((base, *position, reason.clone()));
     }
 }
 
@@ -135,6 +233,7 @@ async fn recover_tail(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentH
             _ => break found,
         }
     };
+    report_skipped(st, base, &found.skipped);
     if let Some(reason) = &found.damage {
         tracing::warn!(shard = %st.name, segment = base, position = found.end, %reason, "torn or corrupt tail cut");
         st.report.truncated.push((base, found.end, reason.clone()));
@@ -169,6 +268,7 @@ async fn open_sealed(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentHa
             &mut index,
         )
         .await?;
+        report_skipped(st, base, &found.skipped);
         if let Some(reason) = found.damage {
             tracing::error!(shard = %st.name, segment = base, position = found.end, %reason, "sealed segment damaged");
             st.report.damaged.push((base, found.end, reason));
