@@ -289,38 +289,34 @@ fn a_torn_tail_is_cut_at_the_last_valid_record_and_reported() {
 }
 
 #[test]
-fn damage_inside_the_write_segment_keeps_the_records_after_it() {
-    let dir = temp_dir("mid-damage");
+fn a_rebuilt_sealed_index_steps_over_damage_and_keeps_what_follows() {
+    let dir = temp_dir("sealed-rebuild-damage");
     let root = dir.clone();
     run(move || async move {
         let shard = Shard::create(&root, "m", small(FsyncPolicy::Always))
             .await
             .unwrap();
         fill(&shard, 10, 1, 500).await;
+        assert_eq!(shard.seal().await.unwrap(), 0);
         shard.close().await.unwrap();
-        // A flipped payload byte in the ninth batch, after the last index
-        // point (4 KiB in): not a torn tail, since a valid batch follows.
-        let log = active_log(&root.join("m"));
+        // A flipped payload byte in the fourth batch of the sealed segment,
+        // whose index is gone: the rebuild scan meets the damage.
+        let log = root.join("m").join(format!("{:020}.log", 0));
         let batch = (48 + 8 + 8 + 4 + 2 + 2 + 500) as u64;
-        flip(&log, 8 * batch + 200);
+        flip(&log, 3 * batch + 200);
+        std::fs::remove_file(log.with_extension("index")).unwrap();
         let shard = Shard::open(&root.join("m")).await.unwrap();
         let report = shard.recovery_report();
         assert!(report.truncated.is_empty(), "{report:?}");
         assert_eq!(report.damaged.len(), 1, "{report:?}");
-        assert_eq!(
-            shard.info().end_offset,
-            10,
-            "nothing after the damage was cut"
-        );
-        let err = shard.read(8, ALL).await.unwrap_err();
+        assert_eq!(shard.info().end_offset, 10);
+        let before = shard.read(0, ALL).await.unwrap();
+        assert_eq!(before.len(), 3, "records before the damage");
+        let err = shard.read(3, ALL).await.unwrap_err();
         assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
-        let after = shard.read(9, ALL).await.unwrap();
-        assert_eq!(after.len(), 1);
-        assert_eq!(after[0].payload, Bytes::from(payload(9, 500)));
-        assert_eq!(
-            shard.append(records(10, 1, 10)).await.unwrap().base_offset,
-            10
-        );
+        let after = shard.read(4, ALL).await.unwrap();
+        assert_eq!(after.len(), 6);
+        assert_eq!(after[0].payload, Bytes::from(payload(4, 500)));
         shard.close().await.unwrap();
     });
     std::fs::remove_dir_all(dir).unwrap();

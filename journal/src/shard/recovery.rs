@@ -45,10 +45,15 @@ struct Cursor {
 }
 
 /// Walks a segment from its last index point (or its beginning), checking
-/// every batch and adding index points to `index`. A damaged batch whose
-/// header is intact and that is followed by a valid batch continuing the
-/// offsets is corruption in place, not a torn tail: it is skipped (and
-/// reported), so that the records after it are kept.
+/// every batch and adding index points to `index`.
+///
+/// With `skip_damage` (sealed segments, whose every byte was written and
+/// synced before the seal), a damaged batch whose header is intact and that
+/// is followed by a valid batch continuing the offsets is corruption in
+/// place: it is stepped over (and reported), so that the records after it
+/// are kept. Without it (the `Write` segment), the first damage ends the
+/// log: after a crash, damage there is far more likely a torn write, and
+/// everything after a torn write was never acknowledged.
 async fn scan(
     file: &DmaFile,
     path: &Path,
@@ -56,6 +61,7 @@ async fn scan(
     limit: u64,
     interval: u64,
     index: &mut SegmentIndex,
+    skip_damage: bool,
 ) -> Result<Scan> {
     let start = index.last();
     let (pos, next) = start.map_or((0, base), |e| (e.position, e.offset));
@@ -78,7 +84,11 @@ async fn scan(
                 skipped,
             });
         };
-        match skippable(file, path, limit, &c).await? {
+        let step_over = match skip_damage {
+            true => skippable(file, path, limit, &c).await?,
+            false => None,
+        };
+        match step_over {
             Some(h) => {
                 skipped.push((c.pos, reason));
                 c.pos += u64::from(h.batch_len);
@@ -221,6 +231,7 @@ async fn recover_tail(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentH
             limit,
             st.config.index_interval_bytes,
             &mut index,
+            false,
         )
         .await?;
         match index.last() {
@@ -266,6 +277,7 @@ async fn open_sealed(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentHa
             size,
             st.config.index_interval_bytes,
             &mut index,
+            true,
         )
         .await?;
         report_skipped(st, base, &found.skipped);
