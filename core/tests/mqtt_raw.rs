@@ -1843,8 +1843,27 @@ fn sigterm_after_idle_exits() {
         let status = b.wait_exit(Duration::from_secs(5));
         assert!(
             status.is_some_and(|s| s.success()),
-            "pid {} did not exit 0: {status:?}",
-            b.pid()
+            "pid {} did not exit 0: {status:?}; threads (name, kernel wait): {:?}",
+            b.pid(),
+            threads(b.pid())
         );
     }
+}
+
+/// The threads of a process, with where each waits in the kernel.
+fn threads(pid: u32) -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .map(|t| {
+            let read = |f: &str| {
+                std::fs::read_to_string(t.path().join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            (read("comm"), read("wchan"))
+        })
+        .collect()
 }
