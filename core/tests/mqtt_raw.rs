@@ -844,6 +844,10 @@ fn sys_topics() {
         .start();
     let mut all = Raw::connected(b.port, V3, &id_on_core("sys-all", 1, 2), true);
     assert_eq!(all.subscribe(1, "#", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(
+        all.subscribe(2, "+/brokers/#", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
     let mut s = Raw::connected(b.port, V5, &id_on_core("sys-sub", 0, 2), true);
     assert_eq!(
         s.subscribe(1, "$SYS/brokers/1/#", QoS::AtMostOnce),
@@ -895,7 +899,7 @@ fn sys_topics() {
     assert_eq!(seen["$SYS/brokers/1/version"], env!("CARGO_PKG_VERSION"));
     match all.recv(QUIET) {
         Recv::Timeout => {}
-        other => panic!("# must not match $SYS topics: {other:?}"),
+        other => panic!("# and + must not match $SYS topics: {other:?}"),
     }
 }
 
