@@ -34,6 +34,8 @@ use crate::transport::Transport;
 
 /// Inputs taken in one turn at most.
 const TURN_INPUTS: usize = 4096;
+/// A Ready that takes longer than this is logged.
+const SLOW_TURN: Duration = Duration::from_millis(50);
 
 /// A read waiting for its ReadIndex round and then for the apply index.
 struct ReadWaiter {
@@ -435,6 +437,7 @@ impl Driver {
         if !self.node.has_ready() {
             return Ok(());
         }
+        let started = Instant::now();
         let mut rd = self.node.ready();
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
@@ -445,10 +448,13 @@ impl Driver {
         if let Some(hs) = rd.hs() {
             store.set_hard_state(hs.clone());
         }
+        let appended = rd.entries().len();
+        let synced = Instant::now();
         if rd.must_sync() {
             // New entries, term or vote: durable before anyone hears of them.
             store.sync().map_err(|e| e.to_string())?;
         }
+        let sync_time = synced.elapsed();
         // Otherwise only the commit index moved: it rides with the next sync.
         self.send(rd.take_persisted_messages());
         self.apply(rd.take_committed_entries());
@@ -461,7 +467,17 @@ impl Driver {
         self.apply(light.take_committed_entries());
         self.node.advance_apply_to(self.applied);
         self.serve_reads();
-        self.maybe_snapshot()
+        self.maybe_snapshot()?;
+        let took = started.elapsed();
+        if took >= SLOW_TURN {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                fsync_ms = sync_time.as_millis() as u64,
+                appended,
+                "slow raft turn"
+            );
+        }
+        Ok(())
     }
 
     fn send(&mut self, msgs: Vec<Message>) {
@@ -604,6 +620,7 @@ impl Driver {
         if !wanted && self.applied < snap_index + self.config.snapshot_entries {
             return Ok(());
         }
+        let started = Instant::now();
         let term = store.term(self.applied).map_err(|e| e.to_string())?;
         let mut snap = Snapshot {
             data: self.state.image().into(),
@@ -618,7 +635,11 @@ impl Driver {
             .mut_store()
             .compact(snap, keep)
             .map_err(|e| e.to_string())?;
-        tracing::info!(index = self.applied, "snapshot taken, log compacted");
+        tracing::info!(
+            index = self.applied,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken, log compacted"
+        );
         Ok(())
     }
 
