@@ -701,6 +701,7 @@ impl Driver {
             .map(|id| member(id, true))
             .collect();
         members.extend(self.conf_state.learners.iter().map(|id| member(id, false)));
+        members.sort_by_key(|m| m.id);
         StatusInfo {
             node_id: self.id,
             role: role.into(),

@@ -61,23 +61,8 @@ impl Cluster {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("test dir");
         let addrs: BTreeMap<u64, SocketAddr> = (1..=n).map(|i| (i, free_addr())).collect();
-        let peers: Vec<String> = addrs
-            .iter()
-            .map(|(id, a)| format!("{id} = \"{a}\""))
-            .collect();
         for (id, addr) in &addrs {
-            let config = format!(
-                "node_id = {id}\nroles = [\"placement\"]\ndata_dir = \"{data}\"\n\n[placement]\n\
-                 addr = \"{addr}\"\npeers = {{ {peers} }}\ntick_ms = {TICK_MS}\n\
-                 election_ticks = {ELECTION_TICKS}\nheartbeat_ticks = 2\n\
-                 snapshot_entries = {se}\nlog_keep_entries = {lk}\nrequest_timeout_ms = 2000\n\
-                 node_timeout_ms = 1000\nfault_injection = true\n",
-                data = dir.join(format!("data{id}")).display(),
-                peers = peers.join(", "),
-                se = opts.snapshot_entries,
-                lk = opts.log_keep_entries,
-            );
-            fs::write(dir.join(format!("node{id}.toml")), config).expect("config");
+            write_config(&dir, *id, *addr, &addrs, opts);
         }
         let mut c = Cluster {
             dir,
@@ -88,6 +73,16 @@ impl Cluster {
             c.spawn(id);
         }
         c
+    }
+
+    /// Starts a new, empty member `id` that knows the current members (and
+    /// waits to be added with `cluster add-member`); returns its address.
+    pub fn start_joiner(&mut self, id: u64, opts: Opts) -> SocketAddr {
+        let addr = free_addr();
+        write_config(&self.dir, id, addr, &self.addrs, opts);
+        self.addrs.insert(id, addr);
+        self.spawn(id);
+        addr
     }
 
     /// Starts (or restarts) member `id`.
@@ -197,6 +192,32 @@ impl Cluster {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
+}
+
+/// Writes member `id`'s config file, with `peers` as the initial members.
+fn write_config(
+    dir: &std::path::Path,
+    id: u64,
+    addr: SocketAddr,
+    peers: &BTreeMap<u64, SocketAddr>,
+    opts: Opts,
+) {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|(id, a)| format!("{id} = \"{a}\""))
+        .collect();
+    let config = format!(
+        "node_id = {id}\nroles = [\"placement\"]\ndata_dir = \"{data}\"\n\n[placement]\n\
+         addr = \"{addr}\"\npeers = {{ {peers} }}\ntick_ms = {TICK_MS}\n\
+         election_ticks = {ELECTION_TICKS}\nheartbeat_ticks = 2\n\
+         snapshot_entries = {se}\nlog_keep_entries = {lk}\nrequest_timeout_ms = 2000\n\
+         node_timeout_ms = 1000\nfault_injection = true\n",
+        data = dir.join(format!("data{id}")).display(),
+        peers = peers.join(", "),
+        se = opts.snapshot_entries,
+        lk = opts.log_keep_entries,
+    );
+    fs::write(dir.join(format!("node{id}.toml")), config).expect("config");
 }
 
 impl Drop for Cluster {
