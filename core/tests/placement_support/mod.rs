@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use robustmq_placement::client::{BlockingClient, Client};
 
 /// Tick length used by the tests.
-pub const TICK_MS: u64 = 50;
+pub const TICK_MS: u64 = 100;
 /// Election ticks used by the tests.
 pub const ELECTION_TICKS: u64 = 10;
 
