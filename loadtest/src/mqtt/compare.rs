@@ -278,11 +278,12 @@ fn run_row(row: &Row, broker: Broker, a: &CompareArgs) -> Result<Report, String>
 fn cell(r: &Report, m: Metric) -> String {
     match m {
         Metric::Received => format!(
-            "**{}/s** recv (sent {}/s), loss {:.2}%, p99 {:.2} ms",
+            "**{}/s** recv (sent {}/s), loss {:.2}%, p99 {:.2} ms, bench {:.1} cores",
             si(r.received_rate),
             si(r.sent_rate),
             r.loss_pct(),
-            r.latency.p99
+            r.latency.p99,
+            r.bench_cpu_cores
         ),
         Metric::P99 => format!(
             "**p99 {:.3} ms** (p50 {:.3}, p99.9 {:.3}, max {:.2}), {}/s, loss {:.2}%",

@@ -63,6 +63,9 @@ pub struct Report {
     pub connect: ConnectStats,
     pub errors: Vec<String>,
     pub total_received: u64,
+    /// CPU the bench itself used over the run, in cores (1.0 = one core
+    /// busy): what it takes from the broker on a shared machine.
+    pub bench_cpu_cores: f64,
 }
 
 fn pct(p: &Percentiles) -> Value {
@@ -122,6 +125,7 @@ impl Report {
                 "bytes_per_conn": c.bytes_per_conn(),
             },
             "errors": self.errors,
+            "bench_cpu_cores": self.bench_cpu_cores,
         })
     }
 
@@ -182,6 +186,10 @@ impl Report {
             s += &format!(
                 "  connect ms: p50 {:.3}  p99 {:.3}  max {:.3}\n",
                 c.latency.p50, c.latency.p99, c.latency.max
+            );
+            s += &format!(
+                "  bench CPU: {:.2} cores over the run\n",
+                self.bench_cpu_cores
             );
         }
         for e in self.errors.iter().take(5) {

@@ -32,7 +32,7 @@ use super::pacing::Pacer;
 use super::payload::{self, Header, HEADER_LEN};
 use super::report::{ConnectStats, Report};
 use super::seq::SeqTracker;
-use super::stats::{new_histogram, si, Counters, Percentiles, Totals};
+use super::stats::{new_histogram, process_cpu_secs, si, Counters, Percentiles, Totals};
 
 /// A publisher stops filling its buffer past this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -149,6 +149,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         return Err(format!("at most {MAX_PUBLISHERS} publishers"));
     }
     let threads = plan.threads.max(1);
+    let (cpu0, wall0) = (process_cpu_secs(), Instant::now());
     let plan = Arc::new(plan);
     let shared = Arc::new(Shared {
         counters: (0..threads).map(|_| Counters::default()).collect(),
@@ -206,7 +207,9 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         );
     }
     let window = outcome?;
-    Ok(build_report(&plan, &shared, results, window))
+    let mut report = build_report(&plan, &shared, results, window);
+    report.bench_cpu_cores = (process_cpu_secs() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-3);
+    Ok(report)
 }
 
 /// What the main thread measured.
@@ -932,5 +935,6 @@ fn build_report(plan: &Plan, shared: &Shared, results: Vec<WorkerResult>, w: Win
         },
         errors,
         total_received: Totals::of(&shared.counters).received,
+        bench_cpu_cores: 0.0,
     }
 }

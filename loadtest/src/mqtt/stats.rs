@@ -93,6 +93,20 @@ impl Percentiles {
     }
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat
+/// (clock ticks of 1/100 s).
+pub fn process_cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// `1234567.0` -> `"1.23M"`: for the progress line and the summary.
 pub fn si(v: f64) -> String {
     let a = v.abs();
@@ -133,6 +147,18 @@ mod tests {
         assert!((p.p99 - 0.99).abs() < 0.001, "{p:?}");
         assert!((p.max - 1.0).abs() < 0.001, "{p:?}");
         assert_eq!(Percentiles::of(&new_histogram()).count, 0);
+    }
+
+    #[test]
+    fn cpu_time_grows() {
+        let a = process_cpu_secs();
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(process_cpu_secs() >= a);
     }
 
     #[test]
