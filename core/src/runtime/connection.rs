@@ -23,8 +23,11 @@ use super::HandOff;
 use crate::broker::{route_connect, ConnId, ConnectRoute};
 use tracing::Instrument;
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read, at most.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked of an idle connection's socket: the read buffer starts this
+/// small (memory per idle connection) and doubles while reads fill it.
+const MIN_READ_CHUNK: usize = 1024;
 
 /// The write side of a connection, shared by the core's tasks.
 pub(crate) struct ConnIo {
@@ -41,7 +44,7 @@ pub(crate) struct ConnIo {
 impl ConnIo {
     fn new(version: ProtocolVersion, fd: RawFd) -> Self {
         ConnIo {
-            buf: RefCell::new(BytesMut::with_capacity(4096)),
+            buf: RefCell::new(BytesMut::new()),
             version,
             writer: LocalNotify::default(),
             drained: LocalNotify::default(),
@@ -256,6 +259,7 @@ async fn read_loop(
 ) {
     let config = core.config();
     let limit = config.max_outbound_buffer_bytes;
+    let mut chunk = MIN_READ_CHUNK;
     loop {
         let now = Instant::now();
         let mut failed = false;
@@ -290,10 +294,20 @@ async fn read_loop(
                 glommio::timer::sleep(Duration::from_micros(200)).await;
             }
         }
+        // glommio reads a socket that has data without yielding: a busy
+        // publisher's loop would never let this core's writers run.
+        futures_lite::future::yield_now().await;
         let start = buf.len();
-        buf.resize(start + READ_CHUNK, 0);
+        buf.resize(start + chunk, 0);
         let n = reader.read(&mut buf[start..]).await.unwrap_or(0);
         buf.truncate(start + n);
+        chunk = if n == chunk {
+            (chunk * 2).min(READ_CHUNK)
+        } else if n < chunk / 4 {
+            (chunk / 2).max(MIN_READ_CHUNK)
+        } else {
+            chunk
+        };
         if n == 0 {
             return;
         }
@@ -309,7 +323,7 @@ async fn read_loop(
 /// Writes the connection's buffer whenever there is something in it, one
 /// write per batch; on close, writes what is left and shuts the socket.
 async fn write_loop(core: Rc<Core>, io: Rc<ConnIo>, mut writer: WriteHalf<TcpStream>) {
-    let mut spare = BytesMut::with_capacity(4096);
+    let mut spare = BytesMut::new();
     loop {
         std::mem::swap(&mut *io.buf.borrow_mut(), &mut spare);
         if spare.is_empty() {
@@ -332,7 +346,7 @@ async fn write_loop(core: Rc<Core>, io: Rc<ConnIo>, mut writer: WriteHalf<TcpStr
                 .fetch_add(spare.len() as u64, Relaxed);
         }
         if spare.capacity() > 1024 * 1024 {
-            spare = BytesMut::with_capacity(4096);
+            spare = BytesMut::new();
         } else {
             spare.clear();
         }

@@ -32,6 +32,8 @@ pub(crate) struct Core {
     next_conn: Cell<ConnId>,
     next_client: Cell<u64>,
     pending_mesh: RefCell<Vec<(usize, MeshMsg)>>,
+    /// Messages (not batches) in `pending_mesh`: what the backlog limit counts.
+    pending_mesh_msgs: Cell<usize>,
     mesh_notify: LocalNotify,
     pub(crate) stopping: Cell<bool>,
 }
@@ -71,12 +73,13 @@ impl Core {
         self.pending_mesh
             .borrow_mut()
             .push((core, MeshMsg::HandOff(h)));
+        self.pending_mesh_msgs.set(self.pending_mesh_msgs.get() + 1);
         self.mesh_notify.notify();
     }
 
     /// Whether readers should wait for the mesh to drain.
     pub(crate) fn mesh_backlog_full(&self) -> bool {
-        self.broker.borrow().core_backlog() + self.pending_mesh.borrow().len() > MESH_BACKLOG_LIMIT
+        self.broker.borrow().core_backlog() + self.pending_mesh_msgs.get() > MESH_BACKLOG_LIMIT
     }
 
     /// Moves what the broker produced to where it goes: packets encoded
@@ -107,8 +110,11 @@ impl Core {
                 io.wake_writer();
             }
         }
+        let count = broker.core_backlog();
         let msgs = broker.take_core_messages();
         if !msgs.is_empty() {
+            self.pending_mesh_msgs
+                .set(self.pending_mesh_msgs.get() + count);
             let mut pending = self.pending_mesh.borrow_mut();
             pending.extend(msgs.into_iter().map(|(c, m)| (c, MeshMsg::Broker(m))));
             self.mesh_notify.notify();
@@ -163,6 +169,7 @@ pub(crate) async fn run(
         next_conn: Cell::new(1),
         next_client: Cell::new(1),
         pending_mesh: RefCell::new(Vec::new()),
+        pending_mesh_msgs: Cell::new(0),
         mesh_notify: LocalNotify::default(),
         stopping: Cell::new(false),
     });
@@ -172,6 +179,9 @@ pub(crate) async fn run(
         glommio::spawn_local(async move {
             while let Some(msg) = receiver.recv().await {
                 on_mesh_message(&core, peer, msg);
+                // A channel that always has a message never suspends this
+                // task: yield, or the core's sockets are never served.
+                futures_lite::future::yield_now().await;
             }
         })
         .detach();
@@ -204,6 +214,7 @@ async fn mesh_sender(core: Rc<Core>, senders: Senders<MeshMsg>) {
         core.mesh_notify.wait().await;
         loop {
             let batch = std::mem::take(&mut *core.pending_mesh.borrow_mut());
+            core.pending_mesh_msgs.set(0);
             if batch.is_empty() {
                 break;
             }
