@@ -242,6 +242,42 @@ fn large_groups_go_out_as_several_padded_writes_in_flight() {
     }
 }
 
+#[test]
+fn interval_syncs_keep_coming_under_sustained_load() {
+    let dir = temp_dir("interval-load");
+    let root = dir.clone();
+    run(move || async move {
+        let config = ShardConfig {
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 10,
+            segment_bytes: 64 << 20,
+            ..ShardConfig::default()
+        };
+        let shard = Shard::create(&root, "il", config).await.unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(400);
+        let tasks: Vec<_> = (0..32u64)
+            .map(|w| {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let mut i = 0;
+                    while std::time::Instant::now() < until {
+                        let r = RecordIn::from_payload(payload(w * 1_000_000 + i, 30_000));
+                        shard.append(vec![r]).await.unwrap();
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let syncs = shard.sync_count();
+        assert!(syncs >= 6, "only {syncs} fdatasyncs in 400 ms of load");
+        shard.close().await.unwrap();
+    });
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn active_log(shard_dir: &Path) -> std::path::PathBuf {
     let mut logs: Vec<_> = std::fs::read_dir(shard_dir)
         .unwrap()

@@ -141,6 +141,11 @@ impl Shard {
         self.state.borrow().name.clone()
     }
 
+    /// fdatasyncs of segment data since the shard was opened (diagnostics).
+    pub fn sync_count(&self) -> u64 {
+        self.state.borrow().syncs
+    }
+
     /// What recovery did when the shard was opened.
     pub fn recovery_report(&self) -> RecoveryReport {
         self.state.borrow().report.clone()

@@ -337,6 +337,7 @@ pub async fn open(dir: &Path) -> Result<(SharedState, Writer)> {
         handles: Default::default(),
         failed: None,
         report: Default::default(),
+        syncs: 0,
     };
     for seg in st.table.all().to_vec() {
         let base = seg.base_offset;

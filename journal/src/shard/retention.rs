@@ -77,6 +77,7 @@ mod tests {
             handles: Default::default(),
             failed: None,
             report: Default::default(),
+            syncs: 0,
         }
     }
 

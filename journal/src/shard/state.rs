@@ -56,6 +56,8 @@ pub struct ShardState {
     pub failed: Option<String>,
     /// What recovery did.
     pub report: RecoveryReport,
+    /// fdatasyncs of segment data since the shard was opened.
+    pub syncs: u64,
 }
 
 /// A shared handle on a shard's state.

@@ -172,6 +172,20 @@ impl Writer {
         deadline: &mut Option<Instant>,
     ) -> Option<WriteOp> {
         loop {
+            if self.sync_due(deadline) {
+                // Under sustained load writes are always in flight: the
+                // period is checked here too, not only when idle.
+                *deadline = None;
+                match self.drain(&mut Vec::new()).await {
+                    Ok(()) => {
+                        if let Err(e) = self.sync_and_publish().await {
+                            self.fail(&e);
+                        }
+                    }
+                    Err(e) => self.fail_in_flight(&e).await,
+                }
+                continue;
+            }
             if let Some(front) = self.inflight.front_mut() {
                 let recv = async { Event::Op(rx.recv_async().await.ok()) };
                 let done = async {
@@ -217,6 +231,16 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether the `interval` fdatasync is due (starting the period at the
+    /// first unsynced write).
+    fn sync_due(&self, deadline: &mut Option<Instant>) -> bool {
+        if !self.dirty || self.config.fsync != FsyncPolicy::Interval {
+            return false;
+        }
+        let period = Duration::from_millis(self.config.fsync_interval_ms);
+        Instant::now() >= *deadline.get_or_insert_with(|| Instant::now() + period)
     }
 
     /// Handles one group; returns true when the writer must stop.
@@ -474,6 +498,7 @@ impl Writer {
 
     async fn sync_and_publish(&mut self) -> Result<()> {
         self.tail.sync().await?;
+        self.state.borrow_mut().syncs += 1;
         self.dirty = false;
         self.publish()
     }
