@@ -123,6 +123,10 @@ pub struct MsgArgs {
     /// Seconds to wait for the last deliveries after the publishers stop.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
+    /// Messages per second each subscriber reads at most (0 = unlimited):
+    /// a slow consumer, to watch the broker's memory and other clients.
+    #[arg(long, default_value_t = 0.0)]
+    pub sub_read_rate: f64,
 }
 
 /// A scenario with publishers and subscribers.
@@ -238,6 +242,7 @@ fn build_plan(name: &str, a: &PubSubArgs, d: Defaults) -> Result<Plan, String> {
         warmup: secs(m.warmup),
         duration: secs(m.duration),
         drain: secs(m.drain),
+        sub_read_rate: m.sub_read_rate,
         threads: a.common.threads,
         progress: !a.common.quiet,
     })

@@ -87,6 +87,9 @@ pub struct Plan {
     pub duration: Duration,
     /// After the publishers stop, how long to wait for the last messages.
     pub drain: Duration,
+    /// Messages per second each subscriber reads at most (0 = as fast as
+    /// it can): a slow consumer, for the broker's overload behaviour.
+    pub sub_read_rate: f64,
     pub threads: usize,
     pub progress: bool,
 }
@@ -716,6 +719,8 @@ async fn run_subscriber(
         Expect::Unknown => MAX_PUBLISHERS,
         _ => plan.publishers.len() as u32,
     };
+    let read_pacer = Pacer::new(plan.sub_read_rate);
+    let mut taken = 0u64;
     let ping_every = ping_interval(&plan.conn);
     let mut next_ping = tokio::time::Instant::now() + ping_every;
     let mut error = None;
@@ -747,53 +752,60 @@ async fn run_subscriber(
                 }
                 let now_ns = payload::wall_ns();
                 let mut got = 0u64;
-                let mut hist = latency.borrow_mut();
-                loop {
-                    match decoder.decode(rbuf) {
-                        Ok(Some(Packet::Publish(p))) => {
-                            got += 1;
-                            match payload::decode(&p.payload) {
-                                Some(h) if h.publisher < known => {
-                                    let i = h.publisher as usize;
-                                    if i >= result.trackers.len() {
-                                        result.trackers.resize_with(i + 1, SeqTracker::default);
+                {
+                    let mut hist = latency.borrow_mut();
+                    loop {
+                        match decoder.decode(rbuf) {
+                            Ok(Some(Packet::Publish(p))) => {
+                                got += 1;
+                                match payload::decode(&p.payload) {
+                                    Some(h) if h.publisher < known => {
+                                        let i = h.publisher as usize;
+                                        if i >= result.trackers.len() {
+                                            result.trackers.resize_with(i + 1, SeqTracker::default);
+                                        }
+                                        result.trackers[i].record(h.seq);
+                                        if h.sent_ns >= times.measure_from_ns {
+                                            hist.saturating_record(now_ns.saturating_sub(h.sent_ns));
+                                        }
                                     }
-                                    result.trackers[i].record(h.seq);
-                                    if h.sent_ns >= times.measure_from_ns {
-                                        hist.saturating_record(now_ns.saturating_sub(h.sent_ns));
+                                    _ => result.foreign += 1,
+                                }
+                                match p.qos {
+                                    QoS::AtMostOnce => {}
+                                    QoS::AtLeastOnce => {
+                                        let _ = Packet::PubAck(PubReply::new(p.packet_id))
+                                            .encode(version, wbuf);
+                                    }
+                                    QoS::ExactlyOnce => {
+                                        let _ = Packet::PubRec(PubReply::new(p.packet_id))
+                                            .encode(version, wbuf);
                                     }
                                 }
-                                _ => result.foreign += 1,
                             }
-                            match p.qos {
-                                QoS::AtMostOnce => {}
-                                QoS::AtLeastOnce => {
-                                    let _ = Packet::PubAck(PubReply::new(p.packet_id))
-                                        .encode(version, wbuf);
-                                }
-                                QoS::ExactlyOnce => {
-                                    let _ = Packet::PubRec(PubReply::new(p.packet_id))
-                                        .encode(version, wbuf);
-                                }
+                            Ok(Some(Packet::PubRel(r))) => {
+                                let _ = Packet::PubComp(PubReply::new(r.packet_id)).encode(version, wbuf);
                             }
-                        }
-                        Ok(Some(Packet::PubRel(r))) => {
-                            let _ = Packet::PubComp(PubReply::new(r.packet_id)).encode(version, wbuf);
-                        }
-                        Ok(Some(Packet::Disconnect(d))) => {
-                            error = Some(format!("subscriber {index}: DISCONNECT {}", d.reason_code));
-                            break;
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            error = Some(format!("subscriber {index}: decode: {e}"));
-                            break;
+                            Ok(Some(Packet::Disconnect(d))) => {
+                                error = Some(format!("subscriber {index}: DISCONNECT {}", d.reason_code));
+                                break;
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(e) => {
+                                error = Some(format!("subscriber {index}: decode: {e}"));
+                                break;
+                            }
                         }
                     }
                 }
-                drop(hist);
                 Counters::add(&counters.received, got);
+                taken += got;
+                if !read_pacer.unlimited() {
+                    // A slow consumer: no more reads until its rate allows.
+                    let due = times.start + read_pacer.due(taken);
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                }
                 if error.is_some() {
                     break;
                 }
