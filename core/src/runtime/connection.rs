@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use tracing::Instrument;
 const READ_CHUNK: usize = 16 * 1024;
 /// Bytes asked of an idle connection's socket: the read buffer starts this
 /// small (memory per idle connection) and doubles while reads fill it.
-const MIN_READ_CHUNK: usize = 1024;
+const MIN_READ_CHUNK: usize = 256;
 
 /// The write side of a connection, shared by the core's tasks.
 pub(crate) struct ConnIo {
@@ -110,7 +110,7 @@ async fn read_connect(
             Err(e) => return Ok(FirstPacket::Invalid(e)),
         }
         let start = buf.len();
-        buf.resize(start + 1024, 0);
+        buf.resize(start + MIN_READ_CHUNK, 0);
         let n = stream.read(&mut buf[start..]).await?;
         buf.truncate(start + n);
         if n == 0 {
@@ -125,7 +125,7 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let config = core.config();
     let mut decoder = Decoder::new(config.max_packet_size as usize);
-    let mut buf = BytesMut::with_capacity(1024);
+    let mut buf = BytesMut::with_capacity(MIN_READ_CHUNK);
     let timeout = Duration::from_secs(config.connect_timeout_secs);
     let first =
         glommio::timer::timeout(timeout, read_connect(&mut stream, &mut decoder, &mut buf)).await;
@@ -162,7 +162,7 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
         ConnectRoute::Owner {
             core: owner,
             assigned,
-        } if owner != core.id() => match dup_fd(stream.as_raw_fd()) {
+        } if owner != core.id() => match super::dup_fd(stream.as_raw_fd()) {
             Ok(fd) => core.hand_off(
                 owner,
                 HandOff {
@@ -190,17 +190,6 @@ pub(crate) async fn serve_handed_off(core: Rc<Core>, h: HandOff) {
     let decoder = Decoder::with_version(h.connect.protocol, config.max_packet_size as usize);
     let buf = BytesMut::from(&h.leftover[..]);
     serve_connected(core, stream, decoder, buf, h.connect, h.assigned, h.peer).await;
-}
-
-fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: dup has no memory-safety preconditions; it returns a new
-    // descriptor or -1.
-    let new = unsafe { libc::dup(fd) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 async fn write_and_close(stream: &mut TcpStream, version: ProtocolVersion, ack: ConnAck) {

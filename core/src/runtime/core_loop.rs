@@ -16,8 +16,9 @@ use robustmq_protocol::mqtt::{Packet, QoS};
 
 use super::connection::{self, ConnIo};
 use super::notify::LocalNotify;
-use super::{HandOff, MeshMsg};
+use super::{CoreEvent, HandOff, MeshMsg};
 use crate::broker::{BrokerContext, ConnId, CoreBroker};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 /// Cross-core messages waiting beyond which readers stop reading sockets.
 const MESH_BACKLOG_LIMIT: usize = 64 * 1024;
@@ -133,7 +134,7 @@ pub(crate) async fn run(
     ctx: BrokerContext,
     addr: SocketAddr,
     mesh: MeshBuilder<MeshMsg, Full>,
-    ready: mpsc::Sender<Result<(), String>>,
+    ready: mpsc::Sender<CoreEvent>,
     shutdown: Arc<AtomicBool>,
 ) {
     let core_id = ctx.core;
@@ -152,14 +153,18 @@ pub(crate) async fn run(
     let (senders, mut receivers) = match joined {
         Ok(pair) => pair,
         Err(e) => {
-            let _ = ready.send(Err(format!("core {core_id}: cannot join the mesh: {e}")));
+            let _ = ready.send(CoreEvent::Failed(format!(
+                "core {core_id}: cannot join the mesh: {e}"
+            )));
             return;
         }
     };
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
+    let (listener, listener_dup) = match bind_listener(addr) {
+        Ok(pair) => pair,
         Err(e) => {
-            let _ = ready.send(Err(format!("core {core_id}: cannot bind {addr}: {e}")));
+            let _ = ready.send(CoreEvent::Failed(format!(
+                "core {core_id}: cannot bind {addr}: {e}"
+            )));
             return;
         }
     };
@@ -173,7 +178,7 @@ pub(crate) async fn run(
         mesh_notify: LocalNotify::default(),
         stopping: Cell::new(false),
     });
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(CoreEvent::Listening(listener_dup));
     for (peer, receiver) in receivers.streams() {
         let core = core.clone();
         glommio::spawn_local(async move {
@@ -187,10 +192,31 @@ pub(crate) async fn run(
         .detach();
     }
     glommio::spawn_local(mesh_sender(core.clone(), senders)).detach();
-    let acceptor = glommio::spawn_local(accept_loop(core.clone(), listener));
+    let acceptor = glommio::spawn_local(accept_loop(core.clone(), listener, shutdown.clone()));
     tick_loop(&core, &shutdown).await;
     drop(acceptor);
     drain_connections(&core).await;
+    let _ = ready.send(CoreEvent::Stopped);
+}
+
+/// This core's listener on the shared port (SO_REUSEPORT), and a duplicate
+/// of its descriptor for the starting thread.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<(TcpListener, OwnedFd)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let dup = OwnedFd::from(socket.try_clone()?);
+    // SAFETY: the descriptor comes from `into_raw_fd`, so the listener is
+    // its only owner.
+    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    Ok((listener, dup))
 }
 
 fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
@@ -227,7 +253,7 @@ async fn mesh_sender(core: Rc<Core>, senders: Senders<MeshMsg>) {
     }
 }
 
-async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+async fn accept_loop(core: Rc<Core>, listener: TcpListener, shutdown: Arc<AtomicBool>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -235,6 +261,10 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                     continue;
                 }
                 glommio::spawn_local(connection::serve(core.clone(), stream)).detach();
+            }
+            Err(_) if shutdown.load(Ordering::Acquire) => {
+                // `Running::stop` shut the listener down to wake this core.
+                glommio::timer::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");

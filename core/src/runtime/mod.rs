@@ -11,7 +11,7 @@ mod core_loop;
 mod notify;
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -35,6 +35,21 @@ use crate::config::ServerConfig;
 /// inflight window) per 100 ms.
 const PREEMPT_TIMER: Duration = Duration::from_micros(100);
 
+/// How long `Running::stop` waits for the cores (they drain connections
+/// for at most 3 s).
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a core tells the thread that started it.
+pub(crate) enum CoreEvent {
+    /// Listening; a duplicate of its listener, so that `stop` can wake a
+    /// core parked in io_uring by shutting the listener down.
+    Listening(OwnedFd),
+    /// It could not start.
+    Failed(String),
+    /// It has stopped.
+    Stopped,
+}
+
 /// What travels between cores.
 pub(crate) enum MeshMsg {
     /// Messages between brokers, in order.
@@ -57,6 +72,10 @@ pub(crate) struct HandOff {
 pub struct Running {
     shutdown: Arc<AtomicBool>,
     executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Each core's duplicate of its listener.
+    listeners: Vec<OwnedFd>,
+    /// Each core says here when it has stopped.
+    events: mpsc::Receiver<CoreEvent>,
     /// The address clients connect to.
     pub addr: SocketAddr,
     /// Counters of every core.
@@ -68,6 +87,35 @@ impl Running {
     /// every core to finish.
     pub fn stop(self) {
         self.shutdown.store(true, Ordering::Release);
+        // Wake every core even if it sleeps in io_uring with nothing to do:
+        // its pending accept completes with an error.
+        for fd in &self.listeners {
+            // SAFETY: `fd` is a descriptor this struct owns; shutdown does
+            // not close it and has no memory-safety preconditions.
+            unsafe {
+                libc::shutdown(fd.as_raw_fd(), libc::SHUT_RD);
+            }
+        }
+        // A core that does not stop in time must not keep the process
+        // from exiting: wait with a deadline, then leave it behind.
+        let deadline = Instant::now() + STOP_DEADLINE;
+        let mut stopped = 0;
+        while stopped < self.executors.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(CoreEvent::Stopped) => stopped += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if stopped < self.executors.len() {
+            tracing::error!(
+                stopped,
+                cores = self.executors.len(),
+                "broker cores did not stop within {STOP_DEADLINE:?}; leaving them behind"
+            );
+            return;
+        }
         for e in self.executors {
             if let Err(e) = e.join() {
                 tracing::error!("broker core ended badly: {e:?}");
@@ -75,6 +123,18 @@ impl Running {
         }
         tracing::info!("mqtt broker stopped");
     }
+}
+
+/// Duplicates a descriptor.
+pub(crate) fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: dup has no memory-safety preconditions; it returns a new
+    // descriptor or -1.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// How many cores to run on.
@@ -128,7 +188,7 @@ pub fn start(config: &ServerConfig) -> Result<Running, String> {
     let metrics = Arc::new(Metrics::new(cores));
     let shutdown = Arc::new(AtomicBool::new(false));
     let mesh = MeshBuilder::full(cores, 1024);
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<CoreEvent>();
     let started = Instant::now();
     let mut executors = Vec::with_capacity(cores);
     for core in 0..cores {
@@ -152,14 +212,17 @@ pub fn start(config: &ServerConfig) -> Result<Running, String> {
         executors.push(handle);
     }
     drop(ready_tx);
-    for _ in 0..cores {
+    let mut listeners = Vec::with_capacity(cores);
+    while listeners.len() < cores {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+            Ok(CoreEvent::Listening(fd)) => listeners.push(fd),
+            Ok(CoreEvent::Failed(e)) => {
                 shutdown.store(true, Ordering::Release);
                 return Err(e);
             }
-            Err(_) => return Err("a broker core failed to start".into()),
+            Ok(CoreEvent::Stopped) | Err(_) => {
+                return Err("a broker core failed to start".into());
+            }
         }
     }
     drop(reservation);
@@ -167,6 +230,8 @@ pub fn start(config: &ServerConfig) -> Result<Running, String> {
     Ok(Running {
         shutdown,
         executors,
+        listeners,
+        events: ready_rx,
         addr,
         metrics,
     })

@@ -40,7 +40,8 @@ def main(host, port):
     c.kill()
     watch.no_msg(0.6)
     assert watch.msg().payload == b"delayed"
-    assert time.time() - t0 < 2.5
+    # Loose upper bound: the broker checks wills every 200 ms, and CI machines are busy.
+    assert time.time() - t0 < 5.0
 
     # Delay 1 s, reconnect at once: cancelled.
     c = Client(host, port, "pw-cancel", will=will("cancelled", 1), connect_props=session(30))
