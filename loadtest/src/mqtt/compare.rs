@@ -430,7 +430,12 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
                     Metric::Received => x >= 1.0,
                     _ => x <= 1.0,
                 };
-                format!("{x:.2}x {}", if better { "(ahead)" } else { "(behind)" })
+                let verdict = if better { "ahead" } else { "behind" };
+                if row.metric != Metric::BytesPerConn && r.loss_pct() > 1.0 {
+                    format!("{x:.2}x ({verdict}, but loses {:.1}%)", r.loss_pct())
+                } else {
+                    format!("{x:.2}x ({verdict})")
+                }
             }
             _ => "-".into(),
         };
