@@ -40,7 +40,6 @@ impl CoreBroker {
             Packet::Subscribe(s) => self.on_subscribe(conn, &client_id, s, now),
             Packet::Unsubscribe(u) => self.on_unsubscribe(&client_id, u, now),
             Packet::PingReq => self.with_session(&client_id, |s| {
-                s.touch(now);
                 s.send(Packet::PingResp);
                 Ok(())
             }),
