@@ -119,6 +119,15 @@ pub struct MqttConfig {
     /// Bytes waiting to be written to one client before QoS 0 messages to
     /// it are dropped (QoS 1/2 wait in the session queue instead).
     pub max_outbound_buffer_bytes: usize,
+    /// Back-pressure: bytes waiting to be written to a subscriber beyond
+    /// which the publishers sending to it are held (their sockets are not
+    /// read) until it drains to a quarter of this; a queue holding a
+    /// quarter of `max_queued_messages` holds them too. 0 turns it off.
+    pub backpressure_bytes: usize,
+    /// Milliseconds a subscriber may stay congested before it counts as
+    /// slow: it then holds nobody until it has drained, and its messages
+    /// meet the buffer and queue limits instead.
+    pub slow_subscriber_ms: u64,
     /// How shared subscription groups pick a member.
     pub shared_subscription_strategy: SharedStrategy,
     /// Seconds between `$SYS` updates; 0 turns them off.
@@ -149,6 +158,8 @@ impl Default for MqttConfig {
             max_session_expiry_secs: 7 * 24 * 3600,
             max_retained_messages: 1_000_000,
             max_outbound_buffer_bytes: 4 * 1024 * 1024,
+            backpressure_bytes: 256 * 1024,
+            slow_subscriber_ms: 2000,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
             sys_interval_secs: 5,
             acl_no_match: Permission::Allow,
@@ -184,6 +195,7 @@ impl MqttConfig {
             ("mqtt.max_topic_levels", self.max_topic_levels as u64),
             ("mqtt.receive_maximum", u64::from(self.receive_maximum)),
             ("mqtt.connect_timeout_secs", self.connect_timeout_secs),
+            ("mqtt.slow_subscriber_ms", self.slow_subscriber_ms),
             (
                 "mqtt.max_outbound_buffer_bytes",
                 self.max_outbound_buffer_bytes as u64,

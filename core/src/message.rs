@@ -27,6 +27,18 @@ pub struct Message {
     pub properties: Properties,
     /// The client that published it, for No Local.
     pub publisher: ByteString,
+    /// The connection it came from, for back-pressure (none for wills,
+    /// `$SYS` and retained replicas).
+    pub origin: Option<Origin>,
+}
+
+/// Where a message entered the broker: a connection of a core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// The core that read it.
+    pub core: usize,
+    /// The connection on that core.
+    pub conn: u64,
 }
 
 /// A message shared between subscribers and cores.
@@ -54,6 +66,7 @@ impl Message {
                 ..Properties::default()
             },
             publisher,
+            origin: None,
         }
     }
 

@@ -239,6 +239,8 @@ impl CoreBroker {
         self.dirty.remove(&conn);
         let mut packets = Vec::new();
         let client_id = entry.client_id;
+        self.forget_publisher(conn);
+        self.forget_subscriber(&client_id);
         if let Some(s) = self.sessions.get_mut(&client_id) {
             packets = s.session.take_packets();
             s.session.detach();
@@ -324,7 +326,9 @@ impl CoreBroker {
         };
         if let Some(conn) = entry.conn {
             self.conns.remove(&conn);
+            self.forget_publisher(conn);
         }
+        self.forget_subscriber(client_id);
         for (filter, _) in entry.session.drain_subscriptions() {
             self.remove_subscription(client_id, &filter);
         }
@@ -335,6 +339,8 @@ impl CoreBroker {
 
     /// Periodic work: keep-alive, delayed wills, session expiry, `$SYS`.
     pub fn tick(&mut self, now: Instant) {
+        // First: held publishers count as alive before keep-alive is checked.
+        self.pressure_tick(now);
         let silent: Vec<ConnId> = self
             .conns
             .iter()

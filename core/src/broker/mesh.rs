@@ -6,6 +6,23 @@ use robustmq_protocol::mqtt::SubscriptionOptions;
 
 use crate::message::SharedMessage;
 
+/// The most messages one core may have sent to another and not yet seen
+/// processed: beyond it, the sender stops reading its sockets. It bounds
+/// what is on its way between two cores (memory, and how far a held
+/// publisher's messages overshoot a congested subscriber).
+pub const MESH_WINDOW: usize = 2048;
+
+/// What a batch of messages counts against [`MESH_WINDOW`]: publishes one
+/// by one, anything else as one.
+pub fn batch_weight(msgs: &[CoreMsg]) -> usize {
+    msgs.iter()
+        .map(|m| match m {
+            CoreMsg::Publish(batch) => batch.len(),
+            _ => 1,
+        })
+        .sum()
+}
+
 /// A member of a shared subscription group, as its owner core knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareMember {
@@ -82,6 +99,14 @@ pub enum CoreMsg {
         options: SubscriptionOptions,
         /// The member's subscription identifier.
         subscription_id: Option<u32>,
+    },
+    /// A subscriber of the sender holds (or releases) a publisher
+    /// connection of the receiver: back-pressure.
+    Hold {
+        /// The publisher's connection on the receiving core.
+        conn: u64,
+        /// Hold, or release one hold.
+        hold: bool,
     },
 }
 

@@ -24,6 +24,8 @@ pub struct CoreMetrics {
     pub messages_dropped: AtomicU64,
     /// Connections refused or closed for bad input.
     pub protocol_errors: AtomicU64,
+    /// Subscribers found slow: congested longer than `slow_subscriber_ms`.
+    pub slow_subscribers: AtomicU64,
 }
 
 /// The counters of every core.
@@ -51,6 +53,8 @@ pub struct MetricsSnapshot {
     pub messages_dropped: u64,
     /// Protocol errors.
     pub protocol_errors: u64,
+    /// Slow subscribers found.
+    pub slow_subscribers: u64,
 }
 
 impl Metrics {
@@ -78,6 +82,7 @@ impl Metrics {
             s.bytes_sent += c.bytes_sent.load(Relaxed);
             s.messages_dropped += c.messages_dropped.load(Relaxed);
             s.protocol_errors += c.protocol_errors.load(Relaxed);
+            s.slow_subscribers += c.slow_subscribers.load(Relaxed);
         }
         s
     }

@@ -13,6 +13,7 @@
 mod connect;
 pub mod mesh;
 pub mod metrics;
+mod pressure;
 mod publish;
 pub mod shared;
 mod subscribe;
@@ -159,6 +160,7 @@ pub struct CoreBroker {
     next_token: u64,
     random: u64,
     sys_next: Instant,
+    pressure: pressure::Pressure,
 }
 
 impl CoreBroker {
@@ -189,6 +191,7 @@ impl CoreBroker {
             share_tokens: HashMap::new(),
             next_token: 1,
             random: seed,
+            pressure: pressure::Pressure::default(),
         }
     }
 
@@ -301,6 +304,7 @@ impl CoreBroker {
             } => {
                 self.deliver_to_client(&client_id, &message, options, subscription_id, now);
             }
+            CoreMsg::Hold { conn, hold } => self.on_remote_hold(conn, hold),
         }
     }
 

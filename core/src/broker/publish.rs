@@ -12,7 +12,7 @@ use robustmq_protocol::topic;
 use super::mesh::CoreMsg;
 use super::{ConnId, CoreBroker, SubKey};
 use crate::acl::{Access, ClientInfo};
-use crate::message::{Message, SharedMessage};
+use crate::message::{Message, Origin, SharedMessage};
 use crate::session::{Delivery, InboundPublish};
 
 impl CoreBroker {
@@ -26,6 +26,10 @@ impl CoreBroker {
         if let Some(entry) = self.sessions.get_mut(&client_id) {
             entry.session.touch(now);
         }
+        let acks = matches!(
+            packet,
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
+        );
         let result = match packet {
             Packet::Publish(p) => self.on_publish(conn, &client_id, p, now),
             Packet::PubAck(r) => self.with_session(&client_id, |s| s.on_puback(r.packet_id, now)),
@@ -51,6 +55,9 @@ impl CoreBroker {
             // packet only a server sends.
             _ => Err(ReasonCode::PROTOCOL_ERROR),
         };
+        if acks {
+            self.after_acks(&client_id);
+        }
         match result {
             Ok(()) => self.dirty.insert(conn),
             Err(reason) => {
@@ -106,7 +113,11 @@ impl CoreBroker {
             ReasonCode::SUCCESS
         };
         if allowed && inbound == InboundPublish::New {
-            let message = Message::from_publish(publish, client_id.clone(), now);
+            let mut message = Message::from_publish(publish, client_id.clone(), now);
+            message.origin = Some(Origin {
+                core: self.ctx.core,
+                conn,
+            });
             self.publish_message(Arc::new(message), now);
         }
         let entry = self
@@ -232,6 +243,7 @@ impl CoreBroker {
         subscription_ids: Vec<u32>,
         now: Instant,
     ) {
+        let slack = self.queue_slack(client_id);
         let Some(entry) = self.sessions.get_mut(client_id) else {
             return;
         };
@@ -242,13 +254,14 @@ impl CoreBroker {
             subscription_ids,
         };
         let before = entry.session.counters();
-        entry.session.deliver(delivery, now);
+        entry.session.deliver_with_slack(delivery, slack, now);
         let after = entry.session.counters();
         let dropped = (after.dropped_queue_full - before.dropped_queue_full)
             + (after.dropped_offline_qos0 - before.dropped_offline_qos0)
             + (after.dropped_expired - before.dropped_expired)
             + (after.dropped_too_large - before.dropped_too_large);
         let conn = entry.conn;
+        self.after_delivery(client_id, message.origin, now);
         if dropped > 0 {
             self.metrics().messages_dropped.fetch_add(dropped, Relaxed);
             // A log line per drop would flood: log the 1st, 2nd, 4th, 8th...
@@ -285,6 +298,7 @@ impl CoreBroker {
             expires_at: None,
             properties: Default::default(),
             publisher: ByteString::from_static("$SYS"),
+            origin: None,
         })
     }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::{
-    Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
-    Subscribe, SubscribeFilter, SubscriptionOptions,
+    Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubReply, Publish, QoS,
+    ReasonCode, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 
 use super::*;
@@ -435,5 +435,188 @@ fn max_connections_refuses_with_quota_exceeded() {
     assert!(refused.close);
     assert!(
         matches!(&refused.packets[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::QUOTA_EXCEEDED)
+    );
+}
+
+/// Back-pressure: two publishers, one on the subscriber's core and one on
+/// the other, and a QoS 1 subscriber that does not acknowledge.
+struct HoldSetup {
+    h: Harness,
+    sub: (ConnId, String),
+    local_pub: (ConnId, String),
+    remote_pub: (ConnId, String),
+    next_id: u16,
+}
+
+impl HoldSetup {
+    fn new(config: MqttConfig) -> HoldSetup {
+        let mut h = Harness::new(2, config);
+        let sub = "sub-0".to_string();
+        let core = h.owner(&sub);
+        let local = (0..)
+            .map(|i| format!("pub-{i}"))
+            .find(|p| h.owner(p) == core)
+            .unwrap();
+        let remote = (0..)
+            .map(|i| format!("pub-{i}"))
+            .find(|p| h.owner(p) != core)
+            .unwrap();
+        h.connect(1, &sub, ProtocolVersion::V3_1_1);
+        h.connect(2, &local, ProtocolVersion::V3_1_1);
+        h.connect(3, &remote, ProtocolVersion::V3_1_1);
+        h.subscribe(1, &sub, "t/#", QoS::AtLeastOnce);
+        HoldSetup {
+            h,
+            sub: (1, sub),
+            local_pub: (2, local),
+            remote_pub: (3, remote),
+            next_id: 1,
+        }
+    }
+
+    fn publish(&mut self, (conn, client): (ConnId, String)) {
+        self.next_id += 1;
+        self.h.send(
+            conn,
+            &client,
+            Packet::Publish(Publish {
+                topic: ByteString::from_static("t/x"),
+                payload: Bytes::from_static(b"m"),
+                qos: QoS::AtLeastOnce,
+                packet_id: self.next_id,
+                ..Default::default()
+            }),
+        );
+    }
+
+    fn held(&self, (conn, client): &(ConnId, String)) -> bool {
+        self.h.cores[self.h.owner(client)].is_held(*conn)
+    }
+
+    /// Acknowledges everything the subscriber has received, and what that
+    /// releases, until nothing more comes.
+    fn ack_all(&mut self) -> usize {
+        let (conn, client) = self.sub.clone();
+        let mut acked = 0;
+        let mut out = self.h.output(conn);
+        loop {
+            let ids: Vec<u16> = out
+                .iter()
+                .filter_map(|p| match p {
+                    Packet::Publish(p) => Some(p.packet_id),
+                    _ => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                return acked;
+            }
+            out.clear();
+            for id in ids {
+                acked += 1;
+                out.extend(
+                    self.h
+                        .send(conn, &client, Packet::PubAck(PubReply::new(id))),
+                );
+            }
+        }
+    }
+}
+
+fn small_queue_config() -> MqttConfig {
+    MqttConfig {
+        max_inflight: 1,
+        max_queued_messages: 8,
+        ..MqttConfig::default()
+    }
+}
+
+#[test]
+fn congested_subscriber_holds_publishers_on_both_cores_until_it_drains() {
+    let mut s = HoldSetup::new(small_queue_config());
+    // One in flight, then the queue: a quarter of 8 congests it.
+    for _ in 0..2 {
+        s.publish(s.local_pub.clone());
+    }
+    assert!(!s.held(&s.local_pub) && !s.held(&s.remote_pub));
+    s.publish(s.local_pub.clone());
+    s.publish(s.remote_pub.clone());
+    assert!(s.held(&s.local_pub), "the local publisher is held");
+    assert!(s.held(&s.remote_pub), "the remote publisher is held");
+    let core = s.h.owner(&s.local_pub.1);
+    assert!(s.h.cores[core]
+        .take_hold_changes()
+        .contains(&(s.local_pub.0, true)));
+    // Nothing was dropped: every message arrives once acknowledged.
+    assert_eq!(s.ack_all(), 4);
+    assert!(!s.held(&s.local_pub) && !s.held(&s.remote_pub));
+    assert!(s.h.cores[core]
+        .take_hold_changes()
+        .contains(&(s.local_pub.0, false)));
+}
+
+#[test]
+fn held_publishers_overshoot_the_queue_without_loss_until_the_subscriber_is_slow() {
+    let mut s = HoldSetup::new(small_queue_config());
+    // Messages already on their way when the holds land: beyond the
+    // queue's 8, within the slack.
+    for _ in 0..20 {
+        s.publish(s.remote_pub.clone());
+    }
+    assert!(s.held(&s.remote_pub));
+    let advance = Duration::from_millis(MqttConfig::default().slow_subscriber_ms + 200);
+    s.h.advance(advance);
+    assert!(!s.held(&s.remote_pub), "a slow subscriber holds nobody");
+    // Slow: no more holds, and the queue limit applies again.
+    for _ in 0..20 {
+        s.publish(s.remote_pub.clone());
+    }
+    assert!(!s.held(&s.remote_pub));
+    // Drop oldest: the queue keeps its 19, the 20 older ones go.
+    assert_eq!(s.ack_all(), 20);
+    let totals = s.h.cores[0].context().metrics.snapshot();
+    assert_eq!(totals.messages_dropped, 20);
+    assert_eq!(totals.slow_subscribers, 1);
+}
+
+#[test]
+fn a_full_write_buffer_holds_publishers_and_a_disconnect_releases_them() {
+    let mut s = HoldSetup::new(MqttConfig::default());
+    let core = s.h.owner(&s.sub.1);
+    let now = s.h.now;
+    s.h.cores[core].on_write_buffer(s.sub.0, true, now);
+    s.publish(s.local_pub.clone());
+    s.publish(s.remote_pub.clone());
+    assert!(s.held(&s.local_pub) && s.held(&s.remote_pub));
+    s.h.cores[core].on_write_buffer(s.sub.0, false, now);
+    s.h.settle();
+    assert!(!s.held(&s.local_pub) && !s.held(&s.remote_pub));
+    s.h.cores[core].on_write_buffer(s.sub.0, true, now);
+    s.publish(s.remote_pub.clone());
+    assert!(s.held(&s.remote_pub));
+    let (conn, client) = s.sub.clone();
+    s.h.send(conn, &client, Packet::Disconnect(Disconnect::default()));
+    assert!(!s.held(&s.remote_pub), "a subscriber gone holds nobody");
+}
+
+#[test]
+fn held_publishers_are_not_timed_out_by_keep_alive() {
+    let mut s = HoldSetup::new(small_queue_config());
+    let mut c = connect("ka-pub", ProtocolVersion::V3_1_1);
+    c.keep_alive = 1;
+    let core = s.h.owner(&s.sub.1);
+    let client = (0..)
+        .map(|i| format!("ka-pub-{i}"))
+        .find(|p| s.h.owner(p) == core)
+        .unwrap();
+    c.client_id = ByteString::from(client.clone());
+    s.h.connect_with(9, c);
+    for _ in 0..6 {
+        s.publish((9, client.clone()));
+    }
+    assert!(s.held(&(9, client.clone())));
+    s.h.advance(Duration::from_millis(1600));
+    assert!(
+        s.h.cores[core].connection_version(9).is_some(),
+        "still connected"
     );
 }

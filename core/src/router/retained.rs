@@ -96,6 +96,7 @@ mod tests {
             expires_at: None,
             properties: Properties::default(),
             publisher: ByteString::from_static("p"),
+            origin: None,
         })
     }
 

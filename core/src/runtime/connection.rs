@@ -38,12 +38,22 @@ pub(crate) struct ConnIo {
     closed: Cell<bool>,
     /// The write task ended (closed, or the socket failed).
     writer_done: Cell<bool>,
+    /// Subscribers this client publishes to are congested: do not read.
+    held: Cell<bool>,
+    released: LocalNotify,
+    /// Over `backpressure_bytes` unwritten, as last told to the broker.
+    congested: Cell<bool>,
+    id: ConnId,
     fd: RawFd,
 }
 
 impl ConnIo {
-    fn new(version: ProtocolVersion, fd: RawFd) -> Self {
+    fn new(id: ConnId, version: ProtocolVersion, fd: RawFd) -> Self {
         ConnIo {
+            held: Cell::new(false),
+            released: LocalNotify::default(),
+            congested: Cell::new(false),
+            id,
             buf: RefCell::new(BytesMut::new()),
             version,
             writer: LocalNotify::default(),
@@ -83,6 +93,34 @@ impl ConnIo {
     pub(crate) fn close(&self) {
         self.closed.set(true);
         self.writer.notify();
+        self.released.notify();
+    }
+
+    /// The broker holds (or releases) this publisher: back-pressure.
+    pub(crate) fn set_held(&self, held: bool) {
+        self.held.set(held);
+        if !held {
+            self.released.notify();
+        }
+    }
+
+    /// Whether the unwritten bytes just crossed `high` upwards: the broker
+    /// is to be told once per crossing.
+    pub(crate) fn became_congested(&self, high: usize) -> bool {
+        if high == 0 || self.congested.get() || self.buffered() < high {
+            return false;
+        }
+        self.congested.set(true);
+        true
+    }
+
+    /// Whether the unwritten bytes just fell to a quarter of `high`.
+    fn became_drained(&self, high: usize) -> bool {
+        if !self.congested.get() || self.buffered() > high / 4 {
+            return false;
+        }
+        self.congested.set(false);
+        true
     }
 
     fn buffered(&self) -> usize {
@@ -212,7 +250,7 @@ async fn serve_connected(
     let conn_id = core.new_conn_id();
     let span =
         tracing::debug_span!("conn", id = conn_id, client = %connect.client_id, core = core.id());
-    let io = Rc::new(ConnIo::new(connect.protocol, stream.as_raw_fd()));
+    let io = Rc::new(ConnIo::new(conn_id, connect.protocol, stream.as_raw_fd()));
     core.conns.borrow_mut().insert(conn_id, io.clone());
     let ip = peer.map(|p| p.ip());
     core.broker
@@ -252,12 +290,22 @@ async fn read_loop(
     loop {
         let now = Instant::now();
         let mut failed = false;
+        let mut incomplete = false;
         {
             let mut broker = core.broker.borrow_mut();
             while !io.closed.get() {
                 match decoder.decode(&mut buf) {
-                    Ok(Some(p)) => broker.on_packet(conn_id, p, now),
-                    Ok(None) => break,
+                    Ok(Some(p)) => {
+                        broker.on_packet(conn_id, p, now);
+                        // Held: the rest of the buffer waits for the release.
+                        if broker.is_held(conn_id) {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        incomplete = true;
+                        break;
+                    }
                     Err(e) => {
                         tracing::debug!(conn_id, "bad packet: {e}");
                         broker.on_protocol_error(conn_id, e.reason_code(), now);
@@ -282,6 +330,14 @@ async fn read_loop(
             } else {
                 glommio::timer::sleep(Duration::from_micros(200)).await;
             }
+        }
+        // Back-pressure: a subscriber this client publishes to is congested.
+        while io.held.get() && !io.closed.get() {
+            io.released.wait().await;
+        }
+        if !incomplete {
+            // Whole packets are still buffered: they go before any read.
+            continue;
         }
         // glommio reads a socket that has data without yielding: a busy
         // publisher's loop would never let this core's writers run.
@@ -338,6 +394,12 @@ async fn write_loop(core: Rc<Core>, io: Rc<ConnIo>, mut writer: WriteHalf<TcpStr
             spare = BytesMut::new();
         } else {
             spare.clear();
+        }
+        if io.became_drained(core.config().backpressure_bytes) {
+            core.broker
+                .borrow_mut()
+                .on_write_buffer(io.id, false, Instant::now());
+            core.flush();
         }
         io.drained.notify();
     }

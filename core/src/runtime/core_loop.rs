@@ -17,11 +17,37 @@ use robustmq_protocol::mqtt::{Packet, QoS};
 use super::connection::{self, ConnIo};
 use super::notify::LocalNotify;
 use super::{CoreEvent, HandOff, MeshMsg};
+use crate::broker::mesh::{batch_weight, MESH_WINDOW};
 use crate::broker::{BrokerContext, ConnId, CoreBroker};
+use crossbeam_utils::CachePadded;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::AtomicUsize;
 
-/// Cross-core messages waiting beyond which readers stop reading sockets.
-const MESH_BACKLOG_LIMIT: usize = 64 * 1024;
+/// Messages sent from each core to each other core and not yet processed
+/// there: the sender adds, the receiver subtracts. Two cores share each
+/// counter (one writes up, one down), nothing else does.
+pub(crate) struct MeshWindows {
+    cores: usize,
+    counts: Vec<CachePadded<AtomicUsize>>,
+}
+
+impl MeshWindows {
+    pub(crate) fn new(cores: usize) -> Self {
+        MeshWindows {
+            cores,
+            counts: (0..cores * cores).map(|_| CachePadded::default()).collect(),
+        }
+    }
+
+    fn count(&self, from: usize, to: usize) -> &AtomicUsize {
+        &self.counts[from * self.cores + to]
+    }
+
+    /// Whether `from` has more than [`MESH_WINDOW`] messages out to a core.
+    fn full(&self, from: usize) -> bool {
+        (0..self.cores).any(|to| self.count(from, to).load(Ordering::Acquire) > MESH_WINDOW)
+    }
+}
 
 /// How often timers run: keep-alive, wills, expiry, `$SYS`, shutdown.
 const TICK: Duration = Duration::from_millis(200);
@@ -33,8 +59,7 @@ pub(crate) struct Core {
     next_conn: Cell<ConnId>,
     next_client: Cell<u64>,
     pending_mesh: RefCell<Vec<(usize, MeshMsg)>>,
-    /// Messages (not batches) in `pending_mesh`: what the backlog limit counts.
-    pending_mesh_msgs: Cell<usize>,
+    windows: Arc<MeshWindows>,
     mesh_notify: LocalNotify,
     pub(crate) stopping: Cell<bool>,
 }
@@ -74,13 +99,12 @@ impl Core {
         self.pending_mesh
             .borrow_mut()
             .push((core, MeshMsg::HandOff(h)));
-        self.pending_mesh_msgs.set(self.pending_mesh_msgs.get() + 1);
         self.mesh_notify.notify();
     }
 
-    /// Whether readers should wait for the mesh to drain.
+    /// Whether readers should wait for the other cores to catch up.
     pub(crate) fn mesh_backlog_full(&self) -> bool {
-        self.broker.borrow().core_backlog() + self.pending_mesh_msgs.get() > MESH_BACKLOG_LIMIT
+        self.windows.full(self.id())
     }
 
     /// Moves what the broker produced to where it goes: packets encoded
@@ -93,12 +117,16 @@ impl Core {
         let metrics = broker.context().metrics.clone();
         let core_metrics = metrics.core(broker.core());
         let limit = broker.context().config.max_outbound_buffer_bytes;
+        let high = broker.context().config.backpressure_bytes;
         for id in dirty {
             let out = broker.take_output(id);
             let Some(io) = conns.get(&id) else {
                 continue;
             };
             let (sent, dropped) = io.encode(out.packets, limit);
+            if io.became_congested(high) {
+                broker.on_write_buffer(id, true, Instant::now());
+            }
             core_metrics
                 .messages_sent
                 .fetch_add(sent, Ordering::Relaxed);
@@ -111,13 +139,21 @@ impl Core {
                 io.wake_writer();
             }
         }
-        let count = broker.core_backlog();
+        for (id, held) in broker.take_hold_changes() {
+            if let Some(io) = conns.get(&id) {
+                io.set_held(held);
+            }
+        }
         let msgs = broker.take_core_messages();
         if !msgs.is_empty() {
-            self.pending_mesh_msgs
-                .set(self.pending_mesh_msgs.get() + count);
+            let me = broker.core();
             let mut pending = self.pending_mesh.borrow_mut();
-            pending.extend(msgs.into_iter().map(|(c, m)| (c, MeshMsg::Broker(m))));
+            for (dest, m) in msgs {
+                self.windows
+                    .count(me, dest)
+                    .fetch_add(batch_weight(&m), Ordering::AcqRel);
+                pending.push((dest, MeshMsg::Broker(m)));
+            }
             self.mesh_notify.notify();
         }
     }
@@ -136,6 +172,7 @@ pub(crate) async fn run(
     mesh: MeshBuilder<MeshMsg, Full>,
     ready: mpsc::Sender<CoreEvent>,
     shutdown: Arc<AtomicBool>,
+    windows: Arc<MeshWindows>,
 ) {
     let core_id = ctx.core;
     // glommio can miss the cross-core wake-up of a core that is about to
@@ -174,7 +211,7 @@ pub(crate) async fn run(
         next_conn: Cell::new(1),
         next_client: Cell::new(1),
         pending_mesh: RefCell::new(Vec::new()),
-        pending_mesh_msgs: Cell::new(0),
+        windows,
         mesh_notify: LocalNotify::default(),
         stopping: Cell::new(false),
     });
@@ -222,11 +259,15 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<(TcpListener, OwnedFd)> {
 fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
     match msg {
         MeshMsg::Broker(msgs) => {
+            let weight = batch_weight(&msgs);
             let now = Instant::now();
             let mut broker = core.broker.borrow_mut();
             for m in msgs {
                 broker.on_core_message(peer, m, now);
             }
+            core.windows
+                .count(peer, broker.core())
+                .fetch_sub(weight, Ordering::AcqRel);
         }
         MeshMsg::HandOff(h) => {
             glommio::spawn_local(connection::serve_handed_off(core.clone(), h)).detach();
@@ -240,7 +281,6 @@ async fn mesh_sender(core: Rc<Core>, senders: Senders<MeshMsg>) {
         core.mesh_notify.wait().await;
         loop {
             let batch = std::mem::take(&mut *core.pending_mesh.borrow_mut());
-            core.pending_mesh_msgs.set(0);
             if batch.is_empty() {
                 break;
             }

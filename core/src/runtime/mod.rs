@@ -188,6 +188,7 @@ pub fn start(config: &ServerConfig) -> Result<Running, String> {
     let metrics = Arc::new(Metrics::new(cores));
     let shutdown = Arc::new(AtomicBool::new(false));
     let mesh = MeshBuilder::full(cores, 1024);
+    let windows = Arc::new(core_loop::MeshWindows::new(cores));
     let (ready_tx, ready_rx) = mpsc::channel::<CoreEvent>();
     let started = Instant::now();
     let mut executors = Vec::with_capacity(cores);
@@ -204,10 +205,11 @@ pub fn start(config: &ServerConfig) -> Result<Running, String> {
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
         let shutdown = shutdown.clone();
+        let windows = windows.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core % cpus))
             .name(&format!("mqtt-core-{core}"))
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_loop::run(ctx, addr, mesh, ready, shutdown))
+            .spawn(move || core_loop::run(ctx, addr, mesh, ready, shutdown, windows))
             .map_err(|e| format!("cannot start executor for core {core}: {e}"))?;
         executors.push(handle);
     }

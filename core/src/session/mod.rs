@@ -413,6 +413,13 @@ impl Session {
     /// room, else queued (bounded, by the drop policy). QoS 0 is never
     /// windowed; it is dropped while offline unless configured otherwise.
     pub fn deliver(&mut self, delivery: Delivery, now: Instant) {
+        self.deliver_with_slack(delivery, 0, now);
+    }
+
+    /// [`Session::deliver`] with a queue allowed `slack` messages beyond
+    /// `max_queued`: the broker's allowance for messages already on their
+    /// way while their publishers are being held (back-pressure).
+    pub fn deliver_with_slack(&mut self, delivery: Delivery, slack: usize, now: Instant) {
         if self.link.is_none() && delivery.qos == QoS::AtMostOnce && !self.config.queue_qos0_offline
         {
             self.counters.dropped_offline_qos0 += 1;
@@ -421,7 +428,7 @@ impl Session {
         if self.link.is_some() && self.queue.is_empty() && self.try_send(&delivery, now) {
             return;
         }
-        if self.queue.len() >= self.config.max_queued {
+        if self.queue.len() >= self.config.max_queued + slack {
             self.counters.dropped_queue_full += 1;
             match self.config.drop_policy {
                 DropPolicy::DropNewest => return,

@@ -20,6 +20,7 @@ fn message(topic: &'static str, payload: &'static [u8], qos: QoS) -> SharedMessa
         expires_at: None,
         properties: Properties::default(),
         publisher: ByteString::from_static("pub"),
+        origin: None,
     })
 }
 

@@ -1,0 +1,294 @@
+//! Back-pressure: a subscriber that cannot keep up holds the publishers
+//! that send to it, so that they are slowed through TCP instead of being
+//! read at full speed while their messages are dropped.
+//!
+//! A connected subscriber is *congested* while its unwritten bytes exceed
+//! `backpressure_bytes` (the runtime reports it) or its session queue holds
+//! a quarter of `max_queued_messages`. A message delivered to a congested
+//! subscriber *holds* its publisher's connection: the publisher's core stops
+//! reading that socket (the hold is a message when the publisher is on
+//! another core). The holds are released when the subscriber drains (a
+//! quarter of the byte threshold, a sixteenth of the queue), goes offline,
+//! or stays congested for `slow_subscriber_ms`: then it is a slow
+//! subscriber, which holds nobody until it has drained once, and its
+//! messages meet the usual limits (QoS 0 dropped beyond
+//! `max_outbound_buffer_bytes`, the queue's drop policy).
+//!
+//! A publisher is therefore held at most `slow_subscriber_ms` by a
+//! subscriber that makes no progress, and for as long as it outpaces one
+//! that does. Memory stays bounded either way: the holds cap what arrives,
+//! the limits cap what stays.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+
+use super::mesh::{CoreMsg, MESH_WINDOW};
+use super::{ConnId, CoreBroker};
+use crate::message::Origin;
+
+/// The most publishers one congested subscriber records; beyond it, more
+/// publishers are not held by it (they still are by the core's mesh limit).
+const MAX_WAITERS: usize = 4096;
+
+/// A congested subscriber session.
+#[derive(Debug)]
+struct Congestion {
+    /// When it became congested.
+    since: Instant,
+    /// Its unwritten bytes are over the threshold.
+    buffer_full: bool,
+    /// Its queue is over the threshold.
+    queue_full: bool,
+    /// Congested for longer than `slow_subscriber_ms`: holds nobody.
+    slow: bool,
+    /// The publisher connections it holds.
+    waiters: Vec<Origin>,
+}
+
+/// This core's part of back-pressure.
+#[derive(Debug, Default)]
+pub(super) struct Pressure {
+    /// Congested subscriber sessions of this core, by client id.
+    congested: HashMap<ByteString, Congestion>,
+    /// Publisher connections of this core that are held, with the number
+    /// of subscribers (on any core) holding each.
+    held: HashMap<ConnId, u32>,
+    /// Connections whose held state changed, for the runtime.
+    changes: Vec<(ConnId, bool)>,
+}
+
+impl CoreBroker {
+    /// Whether a connection of this core is held (must not be read).
+    pub fn is_held(&self, conn: ConnId) -> bool {
+        !self.pressure.held.is_empty() && self.pressure.held.contains_key(&conn)
+    }
+
+    /// Connections whose held state changed since the last call.
+    pub fn take_hold_changes(&mut self) -> Vec<(ConnId, bool)> {
+        std::mem::take(&mut self.pressure.changes)
+    }
+
+    /// The runtime's report on a connection's unwritten bytes: over
+    /// `backpressure_bytes` (`full`), or back under a quarter of it.
+    pub fn on_write_buffer(&mut self, conn: ConnId, full: bool, now: Instant) {
+        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+            return;
+        };
+        if full {
+            self.congestion_entry(&client_id, now).buffer_full = true;
+        } else if let Some(c) = self.pressure.congested.get_mut(&client_id) {
+            c.buffer_full = false;
+            self.release_if_drained(&client_id);
+        }
+    }
+
+    /// After a delivery to `client_id`: notes a queue over its threshold,
+    /// and holds the message's publisher while the subscriber is congested.
+    pub(super) fn after_delivery(&mut self, client_id: &str, origin: Option<Origin>, now: Instant) {
+        if self.ctx.config.backpressure_bytes == 0 {
+            return;
+        }
+        let Some(entry) = self.sessions.get(client_id) else {
+            return;
+        };
+        let Some(conn) = entry.conn else {
+            return;
+        };
+        let queue_full = entry.session.queued_len() >= self.queue_high();
+        if queue_full {
+            let id = entry.session.client_id().clone();
+            self.congestion_entry(&id, now).queue_full = true;
+        }
+        let Some(origin) = origin else {
+            return;
+        };
+        // A client publishing to itself is not held by itself: its acks
+        // would wait behind its own publishes.
+        if origin.core == self.ctx.core && origin.conn == conn {
+            return;
+        }
+        let Some(c) = self.pressure.congested.get_mut(client_id) else {
+            return;
+        };
+        if c.slow || c.waiters.len() >= MAX_WAITERS || c.waiters.contains(&origin) {
+            return;
+        }
+        c.waiters.push(origin);
+        self.hold(origin);
+    }
+
+    /// After acknowledgements from `client_id`: a queue back under its low
+    /// mark releases the publishers.
+    pub(super) fn after_acks(&mut self, client_id: &str) {
+        let low = self.queue_low();
+        let Some(c) = self.pressure.congested.get_mut(client_id) else {
+            return;
+        };
+        if c.queue_full
+            && self
+                .sessions
+                .get(client_id)
+                .is_none_or(|e| e.session.queued_len() <= low)
+        {
+            c.queue_full = false;
+            self.release_if_drained(client_id);
+        }
+    }
+
+    /// A subscriber went offline or away: it holds nobody any more.
+    pub(super) fn forget_subscriber(&mut self, client_id: &str) {
+        if let Some(c) = self.pressure.congested.remove(client_id) {
+            self.release_all(c.waiters);
+        }
+    }
+
+    /// A connection of this core closed: it is held no more.
+    pub(super) fn forget_publisher(&mut self, conn: ConnId) {
+        self.pressure.held.remove(&conn);
+    }
+
+    /// Another core's subscriber holds (`hold`) or releases a connection
+    /// of this core.
+    pub(super) fn on_remote_hold(&mut self, conn: ConnId, hold: bool) {
+        if hold {
+            self.hold_local(conn);
+        } else {
+            self.release_local(conn);
+        }
+    }
+
+    /// Periodic: subscribers congested too long become slow and release
+    /// their publishers; held publishers count as alive for keep-alive
+    /// (their packets wait unread in the socket).
+    pub(super) fn pressure_tick(&mut self, now: Instant) {
+        let limit = Duration::from_millis(self.ctx.config.slow_subscriber_ms);
+        let mut released = Vec::new();
+        for (client_id, c) in &mut self.pressure.congested {
+            if !c.slow && now.duration_since(c.since) >= limit {
+                c.slow = true;
+                self.ctx
+                    .metrics
+                    .core(self.ctx.core)
+                    .slow_subscribers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    %client_id,
+                    publishers = c.waiters.len(),
+                    "slow subscriber: its publishers are released, its messages meet the queue and buffer limits"
+                );
+                released.append(&mut c.waiters);
+            }
+        }
+        self.release_all(released);
+        let held: Vec<ConnId> = self.pressure.held.keys().copied().collect();
+        for conn in held {
+            let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+                continue;
+            };
+            if let Some(e) = self.sessions.get_mut(&client_id) {
+                e.session.touch(now);
+            }
+        }
+    }
+
+    /// How far a congested subscriber's queue may go beyond
+    /// `max_queued_messages` while its publishers are being held: what can
+    /// be on its way from every core, over two hops (a shared group's owner
+    /// forwards), when the holds arrive. 0 when the subscriber is not
+    /// congested or is slow.
+    pub(super) fn queue_slack(&self, client_id: &str) -> usize {
+        match self.pressure.congested.get(client_id) {
+            Some(c) if !c.slow => 2 * self.ctx.cores * MESH_WINDOW,
+            _ => 0,
+        }
+    }
+
+    fn queue_high(&self) -> usize {
+        (self.ctx.config.max_queued_messages / 4).max(1)
+    }
+
+    fn queue_low(&self) -> usize {
+        self.ctx.config.max_queued_messages / 16
+    }
+
+    fn congestion_entry(&mut self, client_id: &ByteString, now: Instant) -> &mut Congestion {
+        self.pressure
+            .congested
+            .entry(client_id.clone())
+            .or_insert_with(|| Congestion {
+                since: now,
+                buffer_full: false,
+                queue_full: false,
+                slow: false,
+                waiters: Vec::new(),
+            })
+    }
+
+    fn release_if_drained(&mut self, client_id: &str) {
+        let drained = self
+            .pressure
+            .congested
+            .get(client_id)
+            .is_some_and(|c| !c.buffer_full && !c.queue_full);
+        if drained {
+            self.forget_subscriber(client_id);
+        }
+    }
+
+    fn hold(&mut self, origin: Origin) {
+        if origin.core == self.ctx.core {
+            self.hold_local(origin.conn);
+        } else {
+            self.outbox.push(
+                origin.core,
+                CoreMsg::Hold {
+                    conn: origin.conn,
+                    hold: true,
+                },
+            );
+        }
+    }
+
+    fn release_all(&mut self, waiters: Vec<Origin>) {
+        for origin in waiters {
+            if origin.core == self.ctx.core {
+                self.release_local(origin.conn);
+            } else {
+                self.outbox.push(
+                    origin.core,
+                    CoreMsg::Hold {
+                        conn: origin.conn,
+                        hold: false,
+                    },
+                );
+            }
+        }
+    }
+
+    fn hold_local(&mut self, conn: ConnId) {
+        // A hold that arrives after its connection closed is ignored, or it
+        // would stay forever.
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let count = self.pressure.held.entry(conn).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.pressure.changes.push((conn, true));
+        }
+    }
+
+    fn release_local(&mut self, conn: ConnId) {
+        let Some(count) = self.pressure.held.get_mut(&conn) else {
+            return;
+        };
+        debug_assert!(*count > 0, "a held connection has a holder");
+        *count -= 1;
+        if *count == 0 {
+            self.pressure.held.remove(&conn);
+            self.pressure.changes.push((conn, false));
+        }
+    }
+}
