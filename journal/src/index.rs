@@ -120,17 +120,77 @@ fn decode_entries(bytes: &[u8]) -> Result<Vec<(u64, u64)>, IndexDamage> {
 
 /// Appends one entry to both index files of `log`.
 pub fn append_entry(log: &Path, e: IndexEntry) -> Result<()> {
-    append_to(&offset_path(log), &encode_entry(e.offset, e.position))?;
-    append_to(&time_path(log), &encode_entry(e.timestamp, e.offset))
+    IndexAppender::new(log.to_path_buf()).append(&[e])
 }
 
-fn append_to(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .ctx(|| format!("appending to {}", path.display()))
+/// Appends entries to both index files of one segment, keeping the files
+/// open between calls (the writer adds entries many times a second; an
+/// open and close per entry cost more than the write).
+#[derive(Debug)]
+pub struct IndexAppender {
+    log: PathBuf,
+    files: Option<(std::fs::File, std::fs::File)>,
+    offsets: Vec<u8>,
+    times: Vec<u8>,
+}
+
+impl IndexAppender {
+    /// An appender for the index files of the segment log `log`; the files
+    /// are opened (created if missing) at the first append.
+    pub fn new(log: PathBuf) -> Self {
+        IndexAppender {
+            log,
+            files: None,
+            offsets: Vec::new(),
+            times: Vec::new(),
+        }
+    }
+
+    /// The segment log this appender indexes.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Appends `entries` with one write per file. After an error the files
+    /// are reopened at the next call.
+    pub fn append(&mut self, entries: &[IndexEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.offsets.clear();
+        self.times.clear();
+        for e in entries {
+            self.offsets
+                .extend_from_slice(&encode_entry(e.offset, e.position));
+            self.times
+                .extend_from_slice(&encode_entry(e.timestamp, e.offset));
+        }
+        let (op, tp) = (offset_path(&self.log), time_path(&self.log));
+        if self.files.is_none() {
+            let open = |p: &Path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .ctx(|| format!("opening {}", p.display()))
+            };
+            self.files = Some((open(&op)?, open(&tp)?));
+        }
+        let Some((of, tf)) = self.files.as_mut() else {
+            return Ok(());
+        };
+        let written = of
+            .write_all(&self.offsets)
+            .ctx(|| format!("appending to {}", op.display()))
+            .and_then(|()| {
+                tf.write_all(&self.times)
+                    .ctx(|| format!("appending to {}", tp.display()))
+            });
+        if written.is_err() {
+            self.files = None;
+        }
+        written
+    }
 }
 
 /// Rewrites both index files of `log` with `index`.

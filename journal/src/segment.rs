@@ -201,6 +201,16 @@ pub struct PreparedWrite {
 }
 
 impl PreparedWrite {
+    /// Bytes to write.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() == 0
+    }
+
     /// Issues the write and waits for it.
     pub async fn submit(self) -> Result<()> {
         let expected = self.buf.len();
@@ -307,6 +317,17 @@ impl TailWriter {
             path: self.path.clone(),
             buf,
             start,
+        }
+    }
+
+    /// An fdatasync of the file that owns what it needs, to run as a task
+    /// of its own while writes go on.
+    pub fn detached_sync(&self) -> impl std::future::Future<Output = Result<()>> + 'static {
+        let (file, path) = (self.file.clone(), self.path.clone());
+        async move {
+            file.fdatasync()
+                .await
+                .ctx(|| format!("fdatasync {}", path.display()))
         }
     }
 

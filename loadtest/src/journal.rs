@@ -45,12 +45,27 @@ pub struct JournalBenchArgs {
     /// Shards written (writer i appends to shard i % shards).
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
+    /// Where the writer tasks run: `thread` (a client executor on its own
+    /// thread, sending to the journal's cores) or `core` (on the journal
+    /// core that owns their shard, as an application embedding the engine
+    /// appends).
+    #[arg(long, default_value = "thread")]
+    pub client: ClientPlacement,
     /// Also run fio (sequential 1 MiB direct io_uring writes) on --dir.
     #[arg(long)]
     pub fio: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where the bench's writer tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientPlacement {
+    /// A client executor on its own thread.
+    Thread,
+    /// The journal core that owns the writer's shard.
+    Core,
 }
 
 /// What one run measured.
@@ -109,37 +124,83 @@ fn create_shards(journal: &Journal, args: &JournalBenchArgs) -> Result<Vec<Strin
     Ok(names)
 }
 
-/// Runs the writers as tasks of one client executor (its own thread).
+/// Runs the writers: as tasks of one client executor (its own thread), or
+/// on the journal cores that own their shards.
 fn drive(journal: &Journal, shards: &[String], args: &JournalBenchArgs) -> Result<Outcome, String> {
-    let (journal, shards) = (journal.clone(), shards.to_vec());
-    let (writers, batch, size) = (args.writers, args.batch, args.record_size);
+    // Writer i appends to shard i % shards.
+    let assigned: Vec<String> = (0..args.writers)
+        .map(|w| shards[w % shards.len()].clone())
+        .collect();
+    let (batch, size) = (args.batch, args.record_size);
     let duration = Duration::from_secs(args.duration);
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name("bench-client")
-        .spawn(move || async move {
-            writers_loop(journal, shards, writers, batch, size, duration).await
-        })
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|e| e.to_string())
+    let deadline = Instant::now() + duration;
+    if args.client == ClientPlacement::Thread {
+        let journal = journal.clone();
+        return LocalExecutorBuilder::new(Placement::Unbound)
+            .name("bench-client")
+            .spawn(
+                move || async move { writers_loop(journal, assigned, batch, size, deadline).await },
+            )
+            .map_err(|e| e.to_string())?
+            .join()
+            .map_err(|e| e.to_string());
+    }
+    let mut per_core: Vec<Vec<String>> = vec![Vec::new(); journal.cores()];
+    for shard in assigned {
+        per_core[journal.owner_core(&shard)].push(shard);
+    }
+    let mut results = Vec::new();
+    for (core, shards) in per_core.into_iter().enumerate() {
+        if shards.is_empty() {
+            continue;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let j = journal.clone();
+        journal
+            .run_on_core(core, move || {
+                glommio::spawn_local(async move {
+                    let _ = tx.send(writers_loop(j, shards, batch, size, deadline).await);
+                })
+                .detach();
+            })
+            .map_err(|e| e.to_string())?;
+        results.push(rx);
+    }
+    let mut total: Option<Outcome> = None;
+    for rx in results {
+        let o = rx
+            .recv()
+            .map_err(|_| "a journal core stopped".to_string())?;
+        total = Some(match total {
+            None => o,
+            Some(mut t) => {
+                t.records += o.records;
+                t.errors += o.errors;
+                t.elapsed = t.elapsed.max(o.elapsed);
+                t.latency.add(&o.latency).map_err(|e| e.to_string())?;
+                t
+            }
+        });
+    }
+    total.ok_or_else(|| "no writers".to_string())
 }
 
+/// Runs one writer task per entry of `shards` (its shard) until `deadline`.
 async fn writers_loop(
     journal: Journal,
     shards: Vec<String>,
-    writers: usize,
     batch: usize,
     size: usize,
-    duration: Duration,
+    deadline: Instant,
 ) -> Outcome {
     let payload = Bytes::from(vec![0xa5u8; size]);
     let hist = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
     let counts = Rc::new(RefCell::new((0u64, 0u64)));
     let start = Instant::now();
-    let deadline = start + duration;
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let (journal, shard) = (journal.clone(), shards[w % shards.len()].clone());
+    let tasks: Vec<_> = shards
+        .into_iter()
+        .map(|shard| {
+            let journal = journal.clone();
             let (payload, hist, counts) = (payload.clone(), hist.clone(), counts.clone());
             glommio::spawn_local(async move {
                 while Instant::now() < deadline {

@@ -23,6 +23,8 @@ pub enum CoreMsg {
     Request(Request, flume::Sender<Result<Response>>),
     /// Close every shard, then signal.
     Stop(flume::Sender<()>),
+    /// Run a function on the core's thread (it may spawn local tasks).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 /// The core that owns shard `name` among `cores`.
@@ -91,6 +93,7 @@ pub async fn run_core(
                 done = Some(signal);
                 break;
             }
+            CoreMsg::Run(f) => f(),
             CoreMsg::Request(Request::Append { shard, records }, reply) => {
                 // The fast path: straight into the shard's queue, answered by
                 // its writer; a task only when the queue is full.

@@ -168,6 +168,22 @@ impl Journal {
         self.inner.cores.len()
     }
 
+    /// Runs `f` on the thread of core `core` (modulo the number of cores),
+    /// where it may spawn local tasks: an application that appends from
+    /// the core owning the shard saves a thread hop per append and per
+    /// acknowledgement. `f` must not block.
+    pub fn run_on_core(&self, core: usize, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let cores = &self.inner.cores;
+        cores[core % cores.len()]
+            .send(CoreMsg::Run(Box::new(f)))
+            .map_err(|_| JournalError::Stopped)
+    }
+
+    /// The core that owns shard `name`.
+    pub fn owner_core(&self, name: &str) -> usize {
+        owner(name, self.cores())
+    }
+
     /// Sends a request to core `core` and waits for the answer.
     async fn call_core(&self, core: usize, req: Request) -> Result<Response> {
         let (tx, rx) = flume::bounded(1);

@@ -426,6 +426,7 @@ async fn writer_for(base: u64, generation: u32, shared: &SharedState) -> Result<
             st.config.clone(),
         )
     };
+    let index_files = crate::index::IndexAppender::new(path.clone());
     let tail = TailWriter::open(file, path, end, config.segment_bytes).await?;
     Ok(Writer {
         state: shared.clone(),
@@ -437,8 +438,11 @@ async fn writer_for(base: u64, generation: u32, shared: &SharedState) -> Result<
         last_index_pos,
         max_ts,
         pending_index: Vec::new(),
+        index_files,
         dirty: false,
         inflight: Default::default(),
+        background_sync: None,
+        stats: Default::default(),
         config,
     })
 }

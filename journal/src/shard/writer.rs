@@ -60,7 +60,7 @@ pub enum WriteOp {
 /// Most bytes in one direct write.
 const MAX_WRITE_BYTES: usize = 256 << 10;
 /// Most direct writes of one shard in flight at once.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 16;
 /// Room kept at the end of a segment for a pad frame.
 pub const PAD_RESERVE: u64 = 8192;
 /// Most operations taken from the queue in one turn.
@@ -86,10 +86,16 @@ pub struct Writer {
     pub max_ts: Option<u64>,
     /// Index entries of written but not yet published batches.
     pub pending_index: Vec<IndexEntry>,
+    /// The open index files of the `Write` segment.
+    pub index_files: index::IndexAppender,
     /// Written but not synced data exists.
     pub dirty: bool,
     /// Direct writes issued and not yet completed, oldest first.
     pub inflight: InFlight,
+    /// Under `interval`: the fdatasync running alongside the writes.
+    pub background_sync: Option<glommio::Task<Result<()>>>,
+    /// Counters, logged at debug level when the writer stops.
+    pub stats: WriterStats,
     /// The shard's configuration.
     pub config: ShardConfig,
 }
@@ -131,6 +137,21 @@ pub struct ChunkState {
 
 /// Writes in flight, oldest first.
 pub type InFlight = VecDeque<(glommio::Task<Result<()>>, ChunkState)>;
+
+/// What the writer did (diagnostics).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    /// Groups taken from the queue.
+    pub groups: u64,
+    /// Appends written.
+    pub appends: u64,
+    /// Direct writes issued.
+    pub writes: u64,
+    /// Bytes of those writes (pages rewritten and pads included).
+    pub write_bytes: u64,
+    /// Writes that ended with a pad frame.
+    pub padded: u64,
+}
 
 /// What the idle writer woke up for.
 enum Event {
@@ -176,14 +197,7 @@ impl Writer {
                 // Under sustained load writes are always in flight: the
                 // period is checked here too, not only when idle.
                 *deadline = None;
-                match self.drain(&mut Vec::new()).await {
-                    Ok(()) => {
-                        if let Err(e) = self.sync_and_publish().await {
-                            self.fail(&e);
-                        }
-                    }
-                    Err(e) => self.fail_in_flight(&e).await,
-                }
+                self.start_background_sync().await;
                 continue;
             }
             if let Some(front) = self.inflight.front_mut() {
@@ -225,11 +239,48 @@ impl Writer {
                 Some(op) => return op,
                 None => {
                     *deadline = None;
-                    if let Err(e) = self.sync_and_publish().await {
-                        self.fail(&e);
-                    }
+                    self.start_background_sync().await;
                 }
             }
+        }
+    }
+
+    /// Under `interval`: starts an fdatasync that runs while appends go on
+    /// being written and acknowledged (their acknowledgement never waits
+    /// for it). It covers every write completed before it starts; writes
+    /// still in flight keep the shard dirty, for the next period. When the
+    /// previous one still runs, nothing starts and the next period retries.
+    async fn start_background_sync(&mut self) {
+        if let Some(task) = self.background_sync.as_mut() {
+            match futures_lite::future::poll_once(task).await {
+                None => return,
+                Some(result) => {
+                    self.background_sync = None;
+                    self.synced(result);
+                }
+            }
+        }
+        if self.state.borrow().failed.is_some() {
+            return;
+        }
+        self.dirty = !self.inflight.is_empty();
+        self.background_sync = Some(glommio::spawn_local(self.tail.detached_sync()));
+    }
+
+    /// Waits for the background fdatasync, if one runs.
+    async fn join_background_sync(&mut self) {
+        if let Some(task) = self.background_sync.take() {
+            let result = task.await;
+            self.synced(result);
+        }
+    }
+
+    /// Counts a completed fdatasync, or fails the shard (a failed fsync is
+    /// not retried: what it should have made durable is unknown).
+    fn synced(&mut self, result: Result<()>) {
+        match result {
+            Ok(()) => self.state.borrow_mut().syncs += 1,
+            Err(e) => self.fail(&e),
         }
     }
 
@@ -271,9 +322,11 @@ impl Writer {
     }
 
     async fn finish(&mut self) {
+        tracing::debug!(stats = ?self.stats, "writer stopping");
         if let Err(e) = self.drain(&mut Vec::new()).await {
             self.fail_in_flight(&e).await;
         }
+        self.join_background_sync().await;
         if self.dirty {
             if let Err(e) = self.sync_and_publish().await {
                 self.fail(&e);
@@ -303,6 +356,7 @@ impl Writer {
         if appends.is_empty() {
             return;
         }
+        self.stats.groups += 1;
         if let Err(e) = self.state.borrow().check_healthy() {
             for (_, _, reply) in appends {
                 reply.send(Err(clone_err(&e)));
@@ -389,7 +443,11 @@ impl Writer {
         while self.inflight.len() >= MAX_IN_FLIGHT {
             self.complete_oldest(acked).await?;
         }
+        self.stats.appends += chunk.len() as u64;
         let (write, state) = self.prepare_chunk(chunk, pad);
+        self.stats.writes += 1;
+        self.stats.write_bytes += write.len() as u64;
+        self.stats.padded += u64::from(pad);
         self.inflight
             .push_back((glommio::spawn_local(write.submit()), state));
         Ok(())
@@ -497,6 +555,8 @@ impl Writer {
     }
 
     async fn sync_and_publish(&mut self) -> Result<()> {
+        self.join_background_sync().await;
+        self.state.borrow().check_healthy()?;
         self.tail.sync().await?;
         self.state.borrow_mut().syncs += 1;
         self.dirty = false;
@@ -517,12 +577,19 @@ impl Writer {
         h.data_end = end;
         h.next_offset = next_offset;
         h.max_ts = max_ts;
-        for e in self.pending_index.drain(..) {
-            h.index.push(e);
-            if let Err(err) = index::append_entry(&h.path, e) {
-                tracing::warn!(error = %err, "index entry not written; it will be rebuilt");
-            }
+        if self.pending_index.is_empty() {
+            return Ok(());
         }
+        for e in &self.pending_index {
+            h.index.push(*e);
+        }
+        if self.index_files.log() != h.path {
+            self.index_files = index::IndexAppender::new(h.path.clone());
+        }
+        if let Err(err) = self.index_files.append(&self.pending_index) {
+            tracing::warn!(error = %err, "index entries not written; they will be rebuilt");
+        }
+        self.pending_index.clear();
         Ok(())
     }
 
@@ -593,6 +660,7 @@ impl Writer {
             );
             generation
         };
+        self.index_files = index::IndexAppender::new(path.clone());
         self.tail = TailWriter::open(file, path, 0, capacity).await?;
         self.base = base;
         self.generation = generation;
