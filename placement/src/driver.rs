@@ -4,22 +4,27 @@
 //! Each turn it takes every input that is waiting (up to a bound), so
 //! proposals and reads arriving together are batched, ticks when a tick is
 //! due, then handles the `Ready` in order: send the leader's messages, install
-//! a snapshot, persist entries and hard state with one fsync, send the
-//! messages that had to wait for it, apply committed entries, answer the
-//! callers, advance. Linearizable reads arriving in the same turn share one
-//! ReadIndex round.
+//! a snapshot, hand the new entries and hard state to the log writer thread,
+//! apply committed entries, answer the callers, advance. The log writer
+//! fsyncs in the background and reports which Ready is durable; only then
+//! are the messages that had to wait for it sent (votes, append responses)
+//! and, on the leader, its own copy counted towards the commit
+//! (raft-rs `advance_append_async` / `on_persist_ready`). So the loop keeps
+//! taking and proposing requests while the disk works, and the next batch is
+//! written as soon as the previous fsync returns. Linearizable reads
+//! arriving in the same turn share one ReadIndex round.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::{Receiver, Select, TryRecvError};
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
 };
-use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage, INVALID_ID};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole, INVALID_ID};
 use raft_proto::ConfChangeI;
 
 use crate::command::{decode_origin, encode_origin, Txn};
@@ -29,8 +34,9 @@ use crate::error::ApiError;
 use crate::keys;
 use crate::node::{Input, MemberInfo, Query, QueryResult, Reply, StatusInfo};
 use crate::state::{Applied, StateMachine};
-use crate::storage::{bootstrap_snapshot, DiskStorage};
+use crate::storage::{bootstrap_snapshot, DiskStorage, StoreError};
 use crate::transport::Transport;
+use crate::wal::Done;
 
 /// Inputs taken in one turn at most.
 const TURN_INPUTS: usize = 4096;
@@ -76,6 +82,12 @@ pub struct Driver {
     isolated: bool,
     /// Addresses from the configuration, for members the state does not name.
     config_peers: BTreeMap<u64, SocketAddr>,
+    /// The log writer's reports.
+    persisted: Receiver<Done>,
+    /// The snapshot writer's report (never, when none runs).
+    snapshot_done: Receiver<Result<Snapshot, StoreError>>,
+    /// Messages to send once the Ready of that number is durable.
+    parked: VecDeque<(u64, Vec<Message>)>,
 }
 
 /// Opens the storage and builds the loop (not started).
@@ -118,6 +130,7 @@ pub fn open(
         ..Default::default()
     };
     let logger = crate::logger::raft_logger(id);
+    let persisted = storage.persisted().clone();
     let node = RawNode::new(&raft_config, storage, &logger).map_err(|e| e.to_string())?;
     let mut driver = Driver {
         id,
@@ -137,6 +150,9 @@ pub fn open(
         last_heard: HashMap::new(),
         isolated: false,
         config_peers: members,
+        persisted,
+        snapshot_done: crossbeam::channel::never(),
+        parked: VecDeque::new(),
     };
     driver.refresh_members();
     if driver.conf_state.voters == [id] && driver.conf_state.learners.is_empty() {
@@ -154,12 +170,25 @@ impl Driver {
         let mut next_tick = Instant::now() + tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let first = match self.inbox.recv_timeout(wait) {
-                Ok(input) => Some(input),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            // Wait for any of them without taking anything yet.
+            let ready = {
+                let mut sel = Select::new();
+                sel.recv(&self.inbox);
+                sel.recv(&self.persisted);
+                sel.recv(&self.snapshot_done);
+                sel.ready_timeout(wait).ok()
             };
-            if !self.take_inputs(first) {
+            if let Err(e) = self.on_persisted() {
+                tracing::error!("placement storage failed, stopping this member: {e}");
+                break;
+            }
+            if ready == Some(2) {
+                if let Err(e) = self.finish_snapshot() {
+                    tracing::error!("placement snapshot failed, stopping this member: {e}");
+                    break;
+                }
+            }
+            if !self.take_inputs() {
                 break;
             }
             let now = Instant::now();
@@ -179,11 +208,7 @@ impl Driver {
     }
 
     /// Handles `first` and whatever else is waiting; false to stop.
-    fn take_inputs(&mut self, first: Option<Input>) -> bool {
-        let Some(first) = first else { return true };
-        if !self.handle(first) {
-            return false;
-        }
+    fn take_inputs(&mut self) -> bool {
         for _ in 0..TURN_INPUTS {
             match self.inbox.try_recv() {
                 Ok(input) => {
@@ -191,10 +216,40 @@ impl Driver {
                         return false;
                     }
                 }
-                Err(_) => break,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return false,
             }
         }
         true
+    }
+
+    /// Takes the log writer's reports of durable Readies: tells Raft, and
+    /// sends what waited for them.
+    fn on_persisted(&mut self) -> Result<(), String> {
+        let mut tag = None;
+        loop {
+            match self.persisted.try_recv() {
+                Ok(done) => {
+                    let store = self.node.mut_store();
+                    tag = Some(store.on_done(done).map_err(|e| e.to_string())?);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Err("the log writer stopped".into()),
+            }
+        }
+        if let Some(tag) = tag {
+            self.persisted_up_to(tag);
+        }
+        Ok(())
+    }
+
+    fn persisted_up_to(&mut self, number: u64) {
+        self.node.on_persist_ready(number);
+        while self.parked.front().is_some_and(|(n, _)| *n <= number) {
+            if let Some((_, msgs)) = self.parked.pop_front() {
+                self.send(msgs);
+            }
+        }
     }
 
     fn handle(&mut self, input: Input) -> bool {
@@ -439,9 +494,10 @@ impl Driver {
         }
         let started = Instant::now();
         let mut rd = self.node.ready();
+        let number = rd.number();
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            self.install_snapshot(rd.snapshot().clone())?;
+            return self.on_snapshot_ready(rd, started);
         }
         let store = self.node.mut_store();
         store.append(rd.entries()).map_err(|e| e.to_string())?;
@@ -449,13 +505,61 @@ impl Driver {
             store.set_hard_state(hs.clone());
         }
         let appended = rd.entries().len();
-        let synced = Instant::now();
-        if rd.must_sync() {
-            // New entries, term or vote: durable before anyone hears of them.
-            store.sync().map_err(|e| e.to_string())?;
+        // New entries, term or vote must be durable before anyone hears of
+        // them; a Ready that only moves the commit index need not be.
+        let must_sync = rd.must_sync();
+        let asynchronous = must_sync || store.in_flight();
+        if asynchronous {
+            // Ready numbers are reported in order, so even a Ready that
+            // needs no fsync waits for the ones before it.
+            store.submit(number, must_sync).map_err(|e| e.to_string())?;
         }
-        let sync_time = synced.elapsed();
-        // Otherwise only the commit index moved: it rides with the next sync.
+        // Committed entries are never beyond what this member persisted.
+        self.apply(rd.take_committed_entries());
+        self.take_read_states(rd.take_read_states());
+        if asynchronous {
+            let msgs = rd.take_persisted_messages();
+            if !msgs.is_empty() {
+                self.parked.push_back((number, msgs));
+            }
+            self.node.advance_append_async(rd);
+        } else {
+            // Nothing in flight and nothing to make durable: the commit index
+            // rides with the next write.
+            self.send(rd.take_persisted_messages());
+            let mut light = self.node.advance_append(rd);
+            if let Some(commit) = light.commit_index() {
+                self.node.mut_store().set_commit(commit);
+            }
+            self.send(light.take_messages());
+            self.apply(light.take_committed_entries());
+        }
+        self.node.advance_apply_to(self.applied);
+        self.serve_reads();
+        self.maybe_snapshot()?;
+        let took = started.elapsed();
+        if took >= SLOW_TURN {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                appended,
+                "slow raft turn"
+            );
+        }
+        Ok(())
+    }
+
+    /// A Ready carrying a snapshot from the leader: handled synchronously,
+    /// after everything in flight is durable.
+    fn on_snapshot_ready(&mut self, mut rd: raft::Ready, started: Instant) -> Result<(), String> {
+        let tag = self.node.mut_store().sync().map_err(|e| e.to_string())?;
+        self.persisted_up_to(tag);
+        self.install_snapshot(rd.snapshot().clone())?;
+        let store = self.node.mut_store();
+        store.append(rd.entries()).map_err(|e| e.to_string())?;
+        if let Some(hs) = rd.hs() {
+            store.set_hard_state(hs.clone());
+        }
+        store.sync().map_err(|e| e.to_string())?;
         self.send(rd.take_persisted_messages());
         self.apply(rd.take_committed_entries());
         self.take_read_states(rd.take_read_states());
@@ -467,16 +571,10 @@ impl Driver {
         self.apply(light.take_committed_entries());
         self.node.advance_apply_to(self.applied);
         self.serve_reads();
-        self.maybe_snapshot()?;
-        let took = started.elapsed();
-        if took >= SLOW_TURN {
-            tracing::warn!(
-                took_ms = took.as_millis() as u64,
-                fsync_ms = sync_time.as_millis() as u64,
-                appended,
-                "slow raft turn"
-            );
-        }
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot from the leader installed"
+        );
         Ok(())
     }
 
@@ -501,6 +599,8 @@ impl Driver {
             .mut_store()
             .apply_snapshot(snap)
             .map_err(|e| e.to_string())?;
+        // Any local snapshot in progress was finished or dropped.
+        self.snapshot_done = crossbeam::channel::never();
         self.state = state;
         self.applied = meta.index;
         self.conf_state = meta.get_conf_state().clone();
@@ -613,33 +713,52 @@ impl Driver {
         }
     }
 
+    /// Starts a snapshot when enough entries were applied since the last
+    /// one (or Raft needs a fresher one for a peer): the loop encodes the
+    /// state machine; a thread of the storage writes and syncs it.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         let store = self.node.store();
+        if store.snapshot_in_progress() {
+            return Ok(());
+        }
         let snap_index = store.snapshot_ref().get_metadata().index;
         let wanted = store.take_snapshot_wanted() && self.applied > snap_index;
         if !wanted && self.applied < snap_index + self.config.snapshot_entries {
             return Ok(());
         }
         let started = Instant::now();
-        let term = store.term(self.applied).map_err(|e| e.to_string())?;
-        let mut snap = Snapshot {
-            data: self.state.image().into(),
-            ..Default::default()
-        };
-        let meta = snap.mut_metadata();
-        meta.index = self.applied;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        let keep = self.config.log_keep_entries;
-        self.node
-            .mut_store()
-            .compact(snap, keep)
+        let image = self.state.image();
+        let store = self.node.mut_store();
+        store
+            .start_snapshot(self.applied, self.conf_state.clone(), image)
             .map_err(|e| e.to_string())?;
+        self.snapshot_done = store.snapshot_done();
         tracing::info!(
             index = self.applied,
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot taken, log compacted"
+            handover_us = started.elapsed().as_micros() as u64,
+            "snapshot started"
         );
+        Ok(())
+    }
+
+    /// The snapshot thread finished: compact the log behind it.
+    fn finish_snapshot(&mut self) -> Result<(), String> {
+        let keep = self.config.log_keep_entries;
+        let done = self
+            .node
+            .mut_store()
+            .finish_snapshot(keep)
+            .map_err(|e| e.to_string())?;
+        if !self.node.store().snapshot_in_progress() {
+            self.snapshot_done = crossbeam::channel::never();
+        }
+        if let Some(index) = done {
+            tracing::info!(
+                index,
+                first_index = self.node.store().first_log_index(),
+                "snapshot durable, log compacted"
+            );
+        }
         Ok(())
     }
 

@@ -26,4 +26,5 @@ pub mod service;
 pub mod state;
 pub mod storage;
 pub mod transport;
+pub mod wal;
 pub mod wire;

@@ -1,33 +1,48 @@
-//! Durable Raft storage: a write-ahead log plus one snapshot file.
+//! Durable Raft storage: a segmented write-ahead log plus one snapshot file.
 //!
 //! Files in the member's directory:
 //! - `snapshot`: the latest snapshot (metadata, conf state and the state
 //!   machine image), replaced atomically (write `snapshot.tmp`, fsync,
-//!   rename, fsync the directory).
-//! - `wal`: an append-only sequence of records `[u32 len][u32 crc32][kind][body]`
-//!   (little endian): a batch of entries, a hard state, or the log start.
-//!   After a snapshot the log is rewritten (`wal.tmp` then rename) holding only
-//!   what the snapshot does not cover.
+//!   rename, fsync the directory). A snapshot taken locally is written by a
+//!   thread of its own ([`DiskStorage::start_snapshot`]); the Raft loop only
+//!   encodes the state machine and hands it over.
+//! - `wal.<seq>`: the log's segments (see [`crate::wal`]): records of entry
+//!   batches and hard states, each segment opening with the index and term of
+//!   the last entry before it. Segments are only appended to, never
+//!   rewritten; once a durable snapshot covers every entry of a segment (and
+//!   the `keep` entries retained behind it), the whole file is deleted.
 //!
-//! Every `Ready` appends its records with one `write` and one `fdatasync`
-//! ([`DiskStorage::sync`]). On open the log is replayed; a torn or corrupt
-//! tail (a crash in the middle of a write) is cut off, which loses only
-//! records that were never acknowledged because their fsync had not returned.
+//! Appends are buffered per `Ready` and handed to the log writer thread
+//! ([`DiskStorage::submit`]), which writes everything queued with one
+//! `write` and one `fdatasync` and reports the tag it made durable. On open
+//! the segments are replayed; a torn or corrupt tail (a crash in the middle
+//! of a write) is cut off, which loses only records that were never
+//! acknowledged because their fsync had not returned.
 //!
 //! The entries also stay in memory: placement metadata is small, and Raft
-//! reads recent entries far more often than old ones.
+//! reads recent entries far more often than old ones. They are added to the
+//! in-memory log when handed to the writer, as raft-rs requires of
+//! asynchronous persistence.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
+use crossbeam::channel::{self, Receiver};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
+use crate::wal::{self, Done, Job, LogWriter};
+
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
+/// The log restarts after this index and term (written after installing a
+/// received snapshot): what came before is dropped.
 const KIND_LOG_START: u8 = 3;
+/// A segment's first record: the index and term of the last entry before it.
+const KIND_SEGMENT_START: u8 = 4;
 const HEADER: usize = 8;
 /// A record longer than this is taken as corruption.
 const MAX_RECORD: usize = 256 << 20;
@@ -53,9 +68,18 @@ pub enum StoreError {
         /// What is wrong.
         problem: String,
     },
+    /// The log writer failed earlier and stopped.
+    #[error("the log writer stopped: {0}")]
+    Writer(String),
+    /// The log writer is gone.
+    #[error("the log writer stopped")]
+    Stopped,
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         what,
         path: path.to_path_buf(),
@@ -63,13 +87,48 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
+/// A live log segment: its number and the index of the last entry before it.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    seq: u64,
+    prev_index: u64,
+}
+
+/// A snapshot being written by its own thread.
+struct SnapshotJob {
+    index: u64,
+    done: Receiver<Result<Snapshot, StoreError>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SnapshotJob {
+    /// Waits for the thread; its result.
+    fn wait(mut self) -> Result<Snapshot, StoreError> {
+        let result = self.done.recv().unwrap_or(Err(StoreError::Stopped));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
 /// The Raft log, hard state and latest snapshot of one member, on disk and
 /// mirrored in memory.
 pub struct DiskStorage {
     dir: PathBuf,
-    wal: File,
-    /// Records appended since the last [`DiskStorage::sync`].
+    writer: LogWriter,
+    /// Records not yet handed to the writer.
     pending: Vec<u8>,
+    /// The highest tag handed to the writer.
+    last_tag: u64,
+    /// The highest tag the writer reported durable.
+    persisted_tag: u64,
+    /// Appends handed to the writer, and how many it reported written.
+    submitted: u64,
+    written: u64,
+    /// Bytes handed to the writer since the current segment started.
+    segment_bytes: u64,
+    segments: Vec<Segment>,
     hard_state: HardState,
     snapshot: Snapshot,
     /// Index and term of the entry just before `entries[0]`.
@@ -78,6 +137,7 @@ pub struct DiskStorage {
     /// Set when Raft needed a snapshot the stored one cannot serve (it
     /// predates the recipient joining): the driver then takes a fresh one.
     snapshot_wanted: std::cell::Cell<bool>,
+    snapshotting: Option<SnapshotJob>,
 }
 
 impl std::fmt::Debug for DiskStorage {
@@ -86,8 +146,17 @@ impl std::fmt::Debug for DiskStorage {
             .field("dir", &self.dir)
             .field("log_start", &self.log_start)
             .field("entries", &self.entries.len())
+            .field("segments", &self.segments)
             .field("snapshot_index", &self.snapshot.get_metadata().index)
             .finish()
+    }
+}
+
+impl Drop for DiskStorage {
+    fn drop(&mut self) {
+        if let Some(job) = self.snapshotting.take() {
+            let _ = job.wait();
+        }
     }
 }
 
@@ -98,8 +167,14 @@ impl DiskStorage {
     pub fn open(dir: &Path, bootstrap: Option<Snapshot>) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let snap_path = dir.join("snapshot");
-        let wal_path = dir.join("wal");
-        let fresh = !snap_path.exists() && !wal_path.exists();
+        // A snapshot whose write a crash interrupted.
+        let tmp = dir.join("snapshot.tmp");
+        if tmp.exists() {
+            tracing::warn!(path = %tmp.display(), "removing an unfinished snapshot");
+            fs::remove_file(&tmp).map_err(io_err("delete", &tmp))?;
+        }
+        let mut seqs = wal::list_segments(dir)?;
+        let fresh = !snap_path.exists() && seqs.is_empty();
         if fresh {
             if let Some(snap) = &bootstrap {
                 write_snapshot_file(dir, snap)?;
@@ -107,51 +182,88 @@ impl DiskStorage {
         }
         let snapshot = read_snapshot_file(&snap_path)?.unwrap_or_default();
         let mut replay = Replay::new(&snapshot);
-        let valid_len = replay.read_wal(&wal_path)?;
-        let wal = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&wal_path)
-            .map_err(io_err("open", &wal_path))?;
-        wal.set_len(valid_len)
-            .map_err(io_err("truncate", &wal_path))?;
-        let mut store = DiskStorage {
-            dir: dir.to_path_buf(),
-            wal,
-            pending: Vec::new(),
-            hard_state: replay.hard_state,
-            snapshot,
-            log_start: replay.log_start,
-            entries: replay.entries,
-            snapshot_wanted: std::cell::Cell::new(false),
-        };
-        store.reconcile_with_snapshot();
-        if fresh && bootstrap.is_some() {
-            store.set_hard_state(store.hard_state.clone());
-            store.sync()?;
+        let mut segments = Vec::new();
+        let mut i = 0;
+        while i < seqs.len() {
+            let seq = seqs[i];
+            let path = wal::segment_path(dir, seq);
+            let (valid, len, prev) = replay.read_segment(&path)?;
+            if valid < len {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(valid).and_then(|()| f.sync_all()))
+                    .map_err(io_err("truncate", &path))?;
+                // Only the last segment is ever appended to: anything after
+                // a bad record in an earlier one cannot be trusted either.
+                for later in seqs.drain(i + 1..) {
+                    let p = wal::segment_path(dir, later);
+                    tracing::warn!(path = %p.display(), "dropping a segment after a corrupt record");
+                    fs::remove_file(&p).map_err(io_err("delete", &p))?;
+                }
+            }
+            if valid == 0 {
+                // Nothing in it (a roll a crash interrupted).
+                fs::remove_file(&path).map_err(io_err("delete", &path))?;
+            } else {
+                segments.push(Segment {
+                    seq,
+                    prev_index: prev,
+                });
+            }
+            i += 1;
         }
-        fsync_dir(dir)?;
-        Ok(store)
+        let next_seq = seqs.last().map_or(1, |s| s + 1);
+        let (mut hard_state, mut log_start, mut entries) =
+            (replay.hard_state, replay.log_start, replay.entries);
+        reconcile(&snapshot, &mut hard_state, &mut log_start, &mut entries);
+        // Appends go to a new segment, opened with the state replayed so far.
+        let last = entries.last().map_or(log_start, |e| (e.index, e.term));
+        let header = header_records(KIND_SEGMENT_START, last, &hard_state);
+        let file = wal::create_segment(dir, next_seq, &header)?;
+        segments.push(Segment {
+            seq: next_seq,
+            prev_index: last.0,
+        });
+        Ok(DiskStorage {
+            dir: dir.to_path_buf(),
+            writer: LogWriter::start(dir.to_path_buf(), next_seq, file)?,
+            pending: Vec::new(),
+            last_tag: 0,
+            persisted_tag: 0,
+            submitted: 0,
+            written: 0,
+            segment_bytes: 0,
+            segments,
+            hard_state,
+            snapshot,
+            log_start,
+            entries,
+            snapshot_wanted: std::cell::Cell::new(false),
+            snapshotting: None,
+        })
     }
 
-    /// Drops log state the snapshot supersedes (a crash between writing a
-    /// received snapshot and rewriting the log leaves an older log behind).
+    /// Drops log state the snapshot supersedes.
     fn reconcile_with_snapshot(&mut self) {
-        let meta = self.snapshot.get_metadata();
-        let (s_index, s_term) = (meta.index, meta.term);
-        let covered = self.log_start.0 <= s_index
-            && self.last_index() >= s_index
-            && self.term_of(s_index) == Some(s_term);
-        if !covered {
-            self.entries.clear();
-            self.log_start = (s_index, s_term);
-        }
-        if self.hard_state.commit < s_index {
-            self.hard_state.commit = s_index;
-        }
-        if self.hard_state.term < s_term {
-            self.hard_state.term = s_term;
-        }
+        reconcile(
+            &self.snapshot,
+            &mut self.hard_state,
+            &mut self.log_start,
+            &mut self.entries,
+        );
+    }
+
+    /// A new segment's first records: where the log stands (`kind` says
+    /// whether as a continuation or a restart) and the hard state.
+    fn segment_header(&self, kind: u8) -> Vec<u8> {
+        let at = if kind == KIND_LOG_START {
+            self.log_start
+        } else {
+            let last = self.last_index();
+            (last, self.term_of(last).unwrap_or(0))
+        };
+        header_records(kind, at, &self.hard_state)
     }
 
     fn term_of(&self, index: u64) -> Option<u64> {
@@ -169,7 +281,7 @@ impl DiskStorage {
         self.entries.last().map_or(self.log_start.0, |e| e.index)
     }
 
-    /// The latest snapshot.
+    /// The latest durable snapshot.
     pub fn snapshot_ref(&self) -> &Snapshot {
         &self.snapshot
     }
@@ -184,8 +296,13 @@ impl DiskStorage {
         self.log_start.0 + 1
     }
 
-    /// Appends entries, replacing any at the same or later indexes. Buffered
-    /// until [`DiskStorage::sync`].
+    /// The log segments on disk (for tests and status).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends entries, replacing any at the same or later indexes. Visible
+    /// to Raft at once; written with the next [`DiskStorage::submit`].
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
         let Some(first) = entries.first() else {
             return Ok(());
@@ -211,7 +328,7 @@ impl DiskStorage {
         Ok(())
     }
 
-    /// Records a new hard state. Buffered until [`DiskStorage::sync`].
+    /// Records a new hard state. Written with the next submit.
     pub fn set_hard_state(&mut self, hs: HardState) {
         let body = hs.write_to_bytes().unwrap_or_default();
         push_record(&mut self.pending, KIND_HARD_STATE, &body);
@@ -225,22 +342,84 @@ impl DiskStorage {
         self.set_hard_state(hs);
     }
 
-    /// Writes the buffered records with one write and one fdatasync.
-    pub fn sync(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// Hands the buffered records to the log writer under `tag` (tags must
+    /// not decrease); with `sync`, they are fsynced before `tag` is reported
+    /// on [`DiskStorage::persisted`]. Starts a new segment when the current
+    /// one is full.
+    pub fn submit(&mut self, tag: u64, sync: bool) -> Result<(), StoreError> {
+        let bytes = std::mem::take(&mut self.pending);
+        self.segment_bytes += bytes.len() as u64;
+        self.last_tag = self.last_tag.max(tag);
+        self.submitted += 1;
+        self.writer.submit(Job::Append {
+            tag: self.last_tag,
+            seq: self.submitted,
+            bytes,
+            sync,
+        })?;
+        if self.segment_bytes >= wal::SEGMENT_BYTES {
+            self.roll(KIND_SEGMENT_START)?;
         }
-        let path = self.dir.join("wal");
-        self.wal
-            .write_all(&self.pending)
-            .map_err(io_err("write", &path))?;
-        self.wal.sync_data().map_err(io_err("fsync", &path))?;
-        self.pending.clear();
         Ok(())
     }
 
-    /// Installs a snapshot received from the leader: it replaces the whole log.
+    /// Where the log writer reports what it made durable.
+    pub fn persisted(&self) -> &Receiver<Done> {
+        self.writer.done()
+    }
+
+    /// Takes a report of the writer: the tag now durable.
+    pub fn on_done(&mut self, done: Done) -> Result<u64, StoreError> {
+        match done {
+            Done::Persisted { tag, seq } => {
+                self.persisted_tag = self.persisted_tag.max(tag);
+                self.written = self.written.max(seq);
+                Ok(self.persisted_tag)
+            }
+            Done::Failed(e) => Err(StoreError::Writer(e)),
+        }
+    }
+
+    /// Whether something handed to the writer is not yet reported durable.
+    pub fn in_flight(&self) -> bool {
+        self.written < self.submitted
+    }
+
+    /// Writes the buffered records and waits until everything handed to the
+    /// writer is durable; returns the highest tag now durable.
+    pub fn sync(&mut self) -> Result<u64, StoreError> {
+        self.submit(self.last_tag, true)?;
+        while self.in_flight() {
+            let done = self.writer.done().recv().map_err(|_| StoreError::Stopped)?;
+            self.on_done(done)?;
+        }
+        Ok(self.persisted_tag)
+    }
+
+    /// Starts a new segment. `KIND_LOG_START` makes it a restart of the log
+    /// (after a received snapshot), so the older segments no longer count.
+    fn roll(&mut self, kind: u8) -> Result<(), StoreError> {
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let header = self.segment_header(kind);
+        self.writer.submit(Job::Roll { seq, header })?;
+        self.segments.push(Segment {
+            seq,
+            prev_index: self.last_index(),
+        });
+        self.segment_bytes = 0;
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader: it replaces the whole
+    /// log. Waits for everything, the snapshot file included, to be durable.
     pub fn apply_snapshot(&mut self, snap: Snapshot) -> Result<(), StoreError> {
+        if let Some(job) = self.snapshotting.take() {
+            // A local snapshot older than this one: let it finish, then
+            // overwrite it.
+            if let Err(e) = job.wait() {
+                tracing::warn!("local snapshot failed: {e}");
+            }
+        }
         self.sync()?;
         write_snapshot_file(&self.dir, &snap)?;
         let meta = snap.get_metadata();
@@ -248,15 +427,87 @@ impl DiskStorage {
         self.entries.clear();
         self.snapshot = snap;
         self.reconcile_with_snapshot();
-        self.rewrite_wal()
+        self.roll(KIND_LOG_START)?;
+        let seq = self.segments.last().map_or(0, |s| s.seq);
+        self.segments.retain(|s| s.seq >= seq);
+        self.writer.submit(Job::DeleteBelow(seq))?;
+        self.sync().map(|_| ())
     }
 
-    /// Keeps a snapshot taken locally and compacts the log behind it,
-    /// keeping up to `keep` entries before the snapshot for slow followers.
-    pub fn compact(&mut self, snap: Snapshot, keep: u64) -> Result<(), StoreError> {
-        self.sync()?;
-        write_snapshot_file(&self.dir, &snap)?;
-        let index = snap.get_metadata().index;
+    /// Whether a snapshot is being written.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshotting.is_some()
+    }
+
+    /// Starts writing a snapshot of the state machine at `index` (applied,
+    /// so in the log) on a thread of its own, and starts a new log segment
+    /// so the one before can be deleted once the snapshot is durable. Does
+    /// nothing if a snapshot is already being written.
+    pub fn start_snapshot(
+        &mut self,
+        index: u64,
+        conf_state: ConfState,
+        image: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        if self.snapshotting.is_some() {
+            return Ok(());
+        }
+        let term = self.term_of(index).ok_or_else(|| StoreError::Corrupt {
+            path: self.dir.clone(),
+            problem: format!("snapshot at {index}, outside the log"),
+        })?;
+        let mut snap = Snapshot {
+            data: image.into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state);
+        self.roll(KIND_SEGMENT_START)?;
+        let (tx, done) = channel::bounded(1);
+        let dir = self.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("placement-snap".into())
+            .spawn(move || {
+                let result = write_snapshot_file(&dir, &snap).map(|()| snap);
+                let _ = tx.send(result);
+            })
+            .map_err(io_err("spawn the snapshot writer for", &self.dir))?;
+        self.snapshotting = Some(SnapshotJob {
+            index,
+            done,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    /// Where the snapshot thread reports (never, when none runs).
+    pub fn snapshot_done(&self) -> Receiver<Result<Snapshot, StoreError>> {
+        match &self.snapshotting {
+            Some(job) => job.done.clone(),
+            None => channel::never(),
+        }
+    }
+
+    /// Once the snapshot being written is durable: makes it the one served,
+    /// drops the entries it covers from memory (keeping up to `keep` before
+    /// it for slow followers) and has the writer delete the segments holding
+    /// only such entries. Returns its index; None while it is still being
+    /// written (or when none is).
+    pub fn finish_snapshot(&mut self, keep: u64) -> Result<Option<u64>, StoreError> {
+        let ready = self
+            .snapshotting
+            .as_ref()
+            .is_some_and(|job| !job.done.is_empty());
+        if !ready {
+            return Ok(None);
+        }
+        let Some(job) = self.snapshotting.take() else {
+            return Ok(None);
+        };
+        let index = job.index;
+        let snap = job.wait()?;
         self.snapshot = snap;
         let to = index.saturating_sub(keep).max(self.log_start.0);
         if let Some(term) = self.term_of(to) {
@@ -264,39 +515,37 @@ impl DiskStorage {
             self.entries.drain(..drop.min(self.entries.len()));
             self.log_start = (to, term);
         }
-        self.rewrite_wal()
+        // A segment can go when the next one starts at or before `to`.
+        let keep_from = self
+            .segments
+            .iter()
+            .rposition(|s| s.prev_index <= to)
+            .unwrap_or(0);
+        if keep_from > 0 {
+            let seq = self.segments[keep_from].seq;
+            self.segments.drain(..keep_from);
+            self.writer.submit(Job::DeleteBelow(seq))?;
+        }
+        Ok(Some(index))
     }
 
-    /// Replaces the log file with one holding the current state only.
-    fn rewrite_wal(&mut self) -> Result<(), StoreError> {
-        let mut buf = Vec::new();
-        let mut start = Vec::with_capacity(16);
-        start.extend_from_slice(&self.log_start.0.to_le_bytes());
-        start.extend_from_slice(&self.log_start.1.to_le_bytes());
-        push_record(&mut buf, KIND_LOG_START, &start);
-        push_record(
-            &mut buf,
-            KIND_HARD_STATE,
-            &self.hard_state.write_to_bytes().unwrap_or_default(),
-        );
-        if !self.entries.is_empty() {
-            let mut body = Vec::new();
-            for e in &self.entries {
-                put_message(&mut body, e);
+    /// Takes a snapshot and waits for it (tests and tools).
+    pub fn snapshot_now(
+        &mut self,
+        index: u64,
+        conf_state: ConfState,
+        image: Vec<u8>,
+        keep: u64,
+    ) -> Result<(), StoreError> {
+        self.start_snapshot(index, conf_state, image)?;
+        if let Some(job) = &self.snapshotting {
+            // Wait without consuming the result.
+            while job.done.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            push_record(&mut buf, KIND_ENTRIES, &body);
         }
-        let tmp = self.dir.join("wal.tmp");
-        let path = self.dir.join("wal");
-        write_durably(&tmp, &buf)?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-        fsync_dir(&self.dir)?;
-        self.wal = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        self.pending.clear();
-        Ok(())
+        self.finish_snapshot(keep)?;
+        self.sync().map(|_| ())
     }
 
     /// Whether Raft asked for a fresher snapshot since the last call.
@@ -304,10 +553,60 @@ impl DiskStorage {
         self.snapshot_wanted.replace(false)
     }
 
-    /// Bytes of log entries held (for metrics and tests).
+    /// Log entries held in memory (for metrics and tests).
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// Drops log state the snapshot supersedes (a crash between writing a
+/// received snapshot and restarting the log leaves an older log behind), and
+/// makes the hard state at least as new as the snapshot.
+fn reconcile(
+    snapshot: &Snapshot,
+    hard_state: &mut HardState,
+    log_start: &mut (u64, u64),
+    entries: &mut Vec<Entry>,
+) {
+    let meta = snapshot.get_metadata();
+    let (s_index, s_term) = (meta.index, meta.term);
+    let last = entries.last().map_or(log_start.0, |e| e.index);
+    let term_at = if s_index == log_start.0 {
+        Some(log_start.1)
+    } else if s_index > log_start.0 {
+        entries
+            .get((s_index - log_start.0 - 1) as usize)
+            .map(|e| e.term)
+    } else {
+        None
+    };
+    let covered = log_start.0 <= s_index && last >= s_index && term_at == Some(s_term);
+    if !covered {
+        entries.clear();
+        *log_start = (s_index, s_term);
+    }
+    if hard_state.commit < s_index {
+        hard_state.commit = s_index;
+    }
+    if hard_state.term < s_term {
+        hard_state.term = s_term;
+    }
+}
+
+/// A segment's first records: `kind` (continuation or restart) at `at`
+/// (index, term), then the hard state.
+fn header_records(kind: u8, at: (u64, u64), hs: &HardState) -> Vec<u8> {
+    let mut start = Vec::with_capacity(16);
+    start.extend_from_slice(&at.0.to_le_bytes());
+    start.extend_from_slice(&at.1.to_le_bytes());
+    let mut buf = Vec::new();
+    push_record(&mut buf, kind, &start);
+    push_record(
+        &mut buf,
+        KIND_HARD_STATE,
+        &hs.write_to_bytes().unwrap_or_default(),
+    );
+    buf
 }
 
 /// Removes entries at `from` and later.
@@ -372,7 +671,7 @@ impl Storage for DiskStorage {
     }
 }
 
-/// The state rebuilt from the log file.
+/// The state rebuilt from the log's segments.
 struct Replay {
     hard_state: HardState,
     log_start: (u64, u64),
@@ -389,18 +688,36 @@ impl Replay {
         }
     }
 
-    /// Replays the log; returns the length of its valid prefix.
-    fn read_wal(&mut self, path: &Path) -> Result<u64, StoreError> {
-        let mut data = Vec::new();
-        match File::open(path) {
-            Ok(mut f) => {
-                f.read_to_end(&mut data).map_err(io_err("read", path))?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io_err("open", path)(e)),
+    fn last_index(&self) -> u64 {
+        self.entries.last().map_or(self.log_start.0, |e| e.index)
+    }
+
+    fn term_of(&self, index: u64) -> Option<u64> {
+        if index == self.log_start.0 {
+            return Some(self.log_start.1);
         }
+        if index < self.log_start.0 {
+            return None;
+        }
+        self.entries
+            .get((index - self.log_start.0 - 1) as usize)
+            .map(|e| e.term)
+    }
+
+    /// Replays one segment; returns the length of its valid prefix, the
+    /// file's length, and the index its first record starts after (0 when
+    /// it does not say).
+    fn read_segment(&mut self, path: &Path) -> Result<(u64, u64, u64), StoreError> {
+        let mut data = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(io_err("read", path))?;
         let mut pos = 0;
+        let mut prev = 0;
         while let Some((kind, body, next)) = next_record(&data, pos) {
+            if pos == 0 && (kind == KIND_SEGMENT_START || kind == KIND_LOG_START) {
+                prev = index_term(body).map_or(0, |(i, _)| i);
+            }
             if !self.apply_record(kind, body) {
                 tracing::warn!(path = %path.display(), pos, "undecodable log record; cutting the log here");
                 break;
@@ -410,7 +727,7 @@ impl Replay {
         if pos < data.len() {
             tracing::warn!(path = %path.display(), valid = pos, len = data.len(), "torn log tail cut off");
         }
-        Ok(pos as u64)
+        Ok((pos as u64, data.len() as u64, prev))
     }
 
     fn apply_record(&mut self, kind: u8, body: &[u8]) -> bool {
@@ -419,11 +736,27 @@ impl Replay {
                 Ok(hs) => self.hard_state = hs,
                 Err(_) => return false,
             },
-            KIND_LOG_START if body.len() == 16 => {
-                let index = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
-                let term = u64::from_le_bytes(body[8..].try_into().unwrap_or_default());
-                self.log_start = (index, term);
+            KIND_LOG_START => {
+                let Some(at) = index_term(body) else {
+                    return false;
+                };
+                self.log_start = at;
                 self.entries.clear();
+            }
+            KIND_SEGMENT_START => {
+                let Some((index, term)) = index_term(body) else {
+                    return false;
+                };
+                // The first segment left, or one that does not continue what
+                // came before (older segments deleted out of order): the log
+                // starts here.
+                if self.entries.is_empty()
+                    || index > self.last_index()
+                    || self.term_of(index) != Some(term)
+                {
+                    self.log_start = (index, term);
+                    self.entries.clear();
+                }
             }
             KIND_ENTRIES => return self.apply_entries(body),
             _ => return false,
@@ -443,7 +776,7 @@ impl Replay {
             if e.index <= self.log_start.0 {
                 continue;
             }
-            let last = self.entries.last().map_or(self.log_start.0, |x| x.index);
+            let last = self.last_index();
             if e.index > last + 1 {
                 // A gap: cannot happen with this writer; keep the prefix.
                 return false;
@@ -453,6 +786,15 @@ impl Replay {
         }
         true
     }
+}
+
+fn index_term(body: &[u8]) -> Option<(u64, u64)> {
+    if body.len() != 16 {
+        return None;
+    }
+    let index = u64::from_le_bytes(body[..8].try_into().ok()?);
+    let term = u64::from_le_bytes(body[8..].try_into().ok()?);
+    Some((index, term))
 }
 
 /// The record at `pos`: its kind, body and the position after it.
@@ -497,12 +839,14 @@ fn write_snapshot_file(dir: &Path, snap: &Snapshot) -> Result<(), StoreError> {
         path: dir.join("snapshot"),
         problem: e.to_string(),
     })?;
-    let mut buf = Vec::with_capacity(bytes.len() + 4);
-    buf.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-    buf.extend_from_slice(&bytes);
     let tmp = dir.join("snapshot.tmp");
     let path = dir.join("snapshot");
-    write_durably(&tmp, &buf)?;
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(&crc32fast::hash(&bytes).to_le_bytes())
+        .and_then(|()| f.write_all(&bytes))
+        .map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    drop(f);
     fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
     fsync_dir(dir)
 }
@@ -529,13 +873,7 @@ fn read_snapshot_file(path: &Path) -> Result<Option<Snapshot>, StoreError> {
         .map_err(|e| corrupt(e.to_string()))
 }
 
-fn write_durably(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let mut f = File::create(path).map_err(io_err("create", path))?;
-    f.write_all(data).map_err(io_err("write", path))?;
-    f.sync_all().map_err(io_err("fsync", path))
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync", dir))
@@ -580,6 +918,24 @@ mod tests {
         Some(bootstrap_snapshot(vec![1, 2, 3], b"img".to_vec()))
     }
 
+    fn cs() -> ConfState {
+        ConfState::from((vec![1, 2, 3], vec![]))
+    }
+
+    fn last_segment(dir: &Path) -> PathBuf {
+        let seqs = wal::list_segments(dir).unwrap();
+        wal::segment_path(dir, *seqs.last().unwrap())
+    }
+
+    fn indexes(s: &DiskStorage, low: u64) -> Vec<(u64, u64)> {
+        let high = Storage::last_index(s).unwrap() + 1;
+        s.entries(low, high, None, GetEntriesContext::empty(false))
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    }
+
     #[test]
     fn bootstrap_then_reopen() {
         let dir = tempdir("boot");
@@ -594,6 +950,7 @@ mod tests {
         let s = DiskStorage::open(&dir, None).unwrap();
         assert_eq!(s.snapshot_ref().get_data(), b"img");
         assert_eq!(s.initial_state().unwrap().hard_state.term, 1);
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 1);
     }
 
     #[test]
@@ -602,6 +959,7 @@ mod tests {
         let mut s = DiskStorage::open(&dir, boot()).unwrap();
         s.append(&[entry(2, 2, b"a"), entry(3, 2, b"b"), entry(4, 2, b"c")])
             .unwrap();
+        s.submit(1, true).unwrap();
         // A conflicting suffix from a new leader replaces 4.
         s.append(&[entry(4, 3, b"d"), entry(5, 3, b"e")]).unwrap();
         let hs = HardState {
@@ -611,16 +969,37 @@ mod tests {
             ..Default::default()
         };
         s.set_hard_state(hs.clone());
-        s.sync().unwrap();
+        s.submit(2, true).unwrap();
+        assert_eq!(s.sync().unwrap(), 2);
         drop(s);
         let s = DiskStorage::open(&dir, None).unwrap();
         assert_eq!(s.initial_state().unwrap().hard_state, hs);
+        assert_eq!(indexes(&s, 2), vec![(2, 2), (3, 2), (4, 3), (5, 3)]);
         let ents = s
-            .entries(2, 6, None, GetEntriesContext::empty(false))
+            .entries(4, 5, None, GetEntriesContext::empty(false))
             .unwrap();
-        let got: Vec<_> = ents.iter().map(|e| (e.index, e.term)).collect();
-        assert_eq!(got, vec![(2, 2), (3, 2), (4, 3), (5, 3)]);
-        assert_eq!(ents[2].get_data(), b"d");
+        assert_eq!(ents[0].get_data(), b"d");
+    }
+
+    #[test]
+    fn writer_reports_the_tags_it_made_durable() {
+        let dir = tempdir("tags");
+        let mut s = DiskStorage::open(&dir, boot()).unwrap();
+        for tag in 1..=20 {
+            s.append(&[entry(tag + 1, 1, b"x")]).unwrap();
+            s.submit(tag, true).unwrap();
+        }
+        let mut last = 0;
+        while last < 20 {
+            let done = s.persisted().recv().unwrap();
+            let tag = s.on_done(done).unwrap();
+            assert!(tag > last);
+            last = tag;
+        }
+        assert!(!s.in_flight());
+        drop(s);
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(Storage::last_index(&s).unwrap(), 21);
     }
 
     #[test]
@@ -632,7 +1011,7 @@ mod tests {
         s.append(&[entry(3, 1, b"b")]).unwrap();
         s.sync().unwrap();
         drop(s);
-        let wal = dir.join("wal");
+        let wal = last_segment(&dir);
         let len = fs::metadata(&wal).unwrap().len();
         OpenOptions::new()
             .write(true)
@@ -660,10 +1039,7 @@ mod tests {
         s.append(&ents).unwrap();
         s.set_commit(20);
         s.sync().unwrap();
-        let mut snap = bootstrap_snapshot(vec![1, 2, 3], b"at15".to_vec());
-        snap.mut_metadata().index = 15;
-        snap.mut_metadata().term = 2;
-        s.compact(snap, 5).unwrap();
+        s.snapshot_now(15, cs(), b"at15".to_vec(), 5).unwrap();
         assert_eq!(s.first_index().unwrap(), 11);
         assert!(matches!(
             s.entries(5, 8, None, GetEntriesContext::empty(false)),
@@ -671,13 +1047,119 @@ mod tests {
         ));
         drop(s);
         let s = DiskStorage::open(&dir, None).unwrap();
-        assert_eq!(s.first_index().unwrap(), 11);
+        // The segment holding 2..=20 is not covered up to its end, so it
+        // stays, and the log on reopen starts where that segment does.
+        assert!(s.first_index().unwrap() <= 11);
         assert_eq!(Storage::last_index(&s).unwrap(), 20);
         assert_eq!(s.snapshot(0, 1).unwrap().get_data(), b"at15");
         // A peer the snapshot does not know of asks for a fresh one.
         assert!(s.snapshot(0, 9).is_err());
         assert!(s.take_snapshot_wanted());
         assert_eq!(s.term(10).unwrap(), 2);
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 20);
+    }
+
+    #[test]
+    fn whole_segments_are_deleted_once_a_snapshot_covers_them() {
+        let dir = tempdir("segments");
+        let mut s = DiskStorage::open(&dir, boot()).unwrap();
+        let mut index = 1;
+        for round in 0..5u64 {
+            let ents: Vec<_> = (0..100)
+                .map(|_| {
+                    index += 1;
+                    entry(index, 2, b"y")
+                })
+                .collect();
+            s.append(&ents).unwrap();
+            s.set_commit(index);
+            s.submit(round + 1, true).unwrap();
+            s.snapshot_now(index, cs(), format!("at{index}").into_bytes(), 10)
+                .unwrap();
+            assert_eq!(s.first_index().unwrap(), index - 9);
+        }
+        // The segment being written and the one before it (whose entries
+        // the last snapshot's retained tail may reach into) at most, plus
+        // the one a snapshot just started.
+        let files = wal::list_segments(&dir).unwrap();
+        assert!(files.len() <= 3, "segments left: {files:?}");
+        assert_eq!(files.len(), s.segment_count());
+        s.append(&[entry(index + 1, 3, b"z")]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(s.snapshot_ref().get_data(), format!("at{index}").as_bytes());
+        assert!(s.first_index().unwrap() <= index - 9);
+        assert_eq!(Storage::last_index(&s).unwrap(), index + 1);
+        assert_eq!(s.term(index + 1).unwrap(), 3);
+        let got = indexes(&s, index - 9);
+        assert_eq!(got.len(), 11);
+    }
+
+    #[test]
+    fn crash_in_the_middle_of_a_snapshot_write() {
+        let dir = tempdir("crash-snap");
+        let mut s = DiskStorage::open(&dir, boot()).unwrap();
+        let ents: Vec<_> = (2..=30).map(|i| entry(i, 2, b"x")).collect();
+        s.append(&ents).unwrap();
+        s.set_commit(30);
+        s.sync().unwrap();
+        s.snapshot_now(10, cs(), b"at10".to_vec(), 0).unwrap();
+        // The next snapshot's writer started a segment and got as far as a
+        // partial temporary file when the process died.
+        s.roll(KIND_SEGMENT_START).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        fs::write(dir.join("snapshot.tmp"), b"\x01\x02partial").unwrap();
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert!(!dir.join("snapshot.tmp").exists());
+        assert_eq!(s.snapshot_ref().get_data(), b"at10");
+        assert_eq!(s.snapshot_ref().get_metadata().index, 10);
+        assert!(s.first_index().unwrap() <= 11);
+        assert_eq!(Storage::last_index(&s).unwrap(), 30);
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 30);
+    }
+
+    #[test]
+    fn crash_between_a_snapshot_and_deleting_segments() {
+        let dir = tempdir("crash-delete");
+        let mut s = DiskStorage::open(&dir, boot()).unwrap();
+        let ents: Vec<_> = (2..=30).map(|i| entry(i, 2, b"x")).collect();
+        s.append(&ents).unwrap();
+        s.set_commit(30);
+        s.sync().unwrap();
+        drop(s);
+        // The snapshot is durable; the segments it covers are still there.
+        let mut snap = bootstrap_snapshot(vec![1, 2, 3], b"at25".to_vec());
+        snap.mut_metadata().index = 25;
+        snap.mut_metadata().term = 2;
+        write_snapshot_file(&dir, &snap).unwrap();
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(s.snapshot_ref().get_data(), b"at25");
+        assert_eq!(Storage::last_index(&s).unwrap(), 30);
+        assert_eq!(s.term(26).unwrap(), 2);
+    }
+
+    #[test]
+    fn crash_in_the_middle_of_a_roll() {
+        let dir = tempdir("crash-roll");
+        let mut s = DiskStorage::open(&dir, boot()).unwrap();
+        s.append(&[entry(2, 1, b"a"), entry(3, 1, b"b")]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let seqs = wal::list_segments(&dir).unwrap();
+        let next = seqs.last().unwrap() + 1;
+        // An empty new segment, and one with half a header.
+        fs::write(wal::segment_path(&dir, next), b"").unwrap();
+        fs::write(wal::segment_path(&dir, next + 1), b"\x11\x00\x00\x00\xaa").unwrap();
+        let mut s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(Storage::last_index(&s).unwrap(), 3);
+        assert!(!wal::segment_path(&dir, next).exists());
+        s.append(&[entry(4, 1, b"c")]).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(indexes(&s, 2), vec![(2, 1), (3, 1), (4, 1)]);
     }
 
     #[test]
@@ -685,12 +1167,15 @@ mod tests {
         let dir = tempdir("recv");
         let mut s = DiskStorage::open(&dir, None).unwrap();
         assert!(!s.initial_state().unwrap().initialized());
+        s.append(&[entry(1, 1, b"old")]).unwrap();
+        s.sync().unwrap();
         let mut snap = bootstrap_snapshot(vec![1, 2], b"img".to_vec());
         snap.mut_metadata().index = 100;
         snap.mut_metadata().term = 4;
         s.apply_snapshot(snap).unwrap();
         s.append(&[entry(101, 4, b"n")]).unwrap();
         s.sync().unwrap();
+        assert_eq!(wal::list_segments(&dir).unwrap().len(), 1);
         drop(s);
         let s = DiskStorage::open(&dir, None).unwrap();
         let st = s.initial_state().unwrap();
@@ -707,7 +1192,7 @@ mod tests {
         s.append(&[entry(2, 1, b"a"), entry(3, 1, b"b")]).unwrap();
         s.sync().unwrap();
         drop(s);
-        // As if a received snapshot was written but the log not yet rewritten.
+        // As if a received snapshot was written but the log not yet restarted.
         let mut snap = bootstrap_snapshot(vec![1, 2, 3], b"new".to_vec());
         snap.mut_metadata().index = 50;
         snap.mut_metadata().term = 3;
@@ -716,5 +1201,20 @@ mod tests {
         assert_eq!(s.first_index().unwrap(), 51);
         assert_eq!(Storage::last_index(&s).unwrap(), 50);
         assert_eq!(s.initial_state().unwrap().hard_state.commit, 50);
+    }
+
+    #[test]
+    fn a_log_from_before_segments_is_read() {
+        let dir = tempdir("legacy");
+        fs::create_dir_all(&dir).unwrap();
+        write_snapshot_file(&dir, &boot().unwrap()).unwrap();
+        let mut buf = Vec::new();
+        let mut body = Vec::new();
+        put_message(&mut body, &entry(2, 1, b"a"));
+        put_message(&mut body, &entry(3, 1, b"b"));
+        push_record(&mut buf, KIND_ENTRIES, &body);
+        fs::write(dir.join("wal"), &buf).unwrap();
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(indexes(&s, 2), vec![(2, 1), (3, 1)]);
     }
 }
