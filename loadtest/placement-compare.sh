@@ -6,8 +6,10 @@
 #   loadtest/placement-compare.sh SERVER BENCH OUT.jsonl [ROUNDS] [DURATION]
 #
 # SERVER is robust-server, BENCH a robust-bench built with --features etcd.
-# One JSON line per run goes to OUT (with system, members, round and the
-# load average), so medians can be taken afterwards.
+# With BASE_SERVER=PATH set, a second robust-server (say, the previous
+# commit's) is measured too, as system "placement-base". One JSON line per
+# run goes to OUT (with system, members, round and the load average), so
+# medians can be taken afterwards.
 set -u
 SERVER=$1
 BENCH=$2
@@ -27,8 +29,8 @@ stop_all() {
 }
 trap stop_all EXIT
 
-start_placement() { # members
-    local n=$1 peers="" i
+start_placement() { # members server
+    local n=$1 server=$2 peers="" i
     for i in $(seq 1 "$n"); do peers+="$i = \"127.0.0.1:$((21227 + i))\", "; done
     for i in $(seq 1 "$n"); do
         mkdir -p "$WORK/p$i"
@@ -41,7 +43,7 @@ data_dir = "$WORK/p$i"
 addr = "127.0.0.1:$((21227 + i))"
 peers = { ${peers%, } }
 EOF
-        RUST_LOG=warn "$SERVER" --config "$WORK/p$i.toml" > "$WORK/p$i.log" 2>&1 &
+        RUST_LOG=warn "$server" --config "$WORK/p$i.toml" > "$WORK/p$i.log" 2>&1 &
         PIDS+=($!)
     done
     PADDR=$(seq -s, -f "127.0.0.1:%g" 21228 $((21227 + n)))
@@ -70,7 +72,7 @@ run() { # system members round addr
     for op in $OPS; do
         for c in $CLIENTS; do
             load=$(cut -d' ' -f1 /proc/loadavg)
-            res=$("$BENCH" placement --target "$sys" --addr "$addr" --op "$op" \
+            res=$("$BENCH" placement --target "${sys%-base}" --addr "$addr" --op "$op" \
                 --clients "$c" --duration "$DURATION" --json 2>>"$WORK/bench.err")
             echo "{\"system\":\"$sys\",\"members\":$n,\"round\":$round,\"load\":$load,\"result\":${res:-null}}" >> "$OUT"
             echo "$sys n=$n r=$round $op c=$c load=$load: $res" >&2
@@ -81,9 +83,15 @@ run() { # system members round addr
 for round in $(seq 1 "$ROUNDS"); do
     for n in $MEMBERS; do
         rm -rf "$WORK"; mkdir -p "$WORK"
-        start_placement "$n"
+        start_placement "$n" "$SERVER"
         run placement "$n" "$round" "$PADDR"
         stop_all
+        if [ -n "${BASE_SERVER:-}" ]; then
+            rm -rf "$WORK"; mkdir -p "$WORK"
+            start_placement "$n" "$BASE_SERVER"
+            run placement-base "$n" "$round" "$PADDR"
+            stop_all
+        fi
         rm -rf "$WORK"; mkdir -p "$WORK"
         start_etcd "$n"
         run etcd "$n" "$round" "$EADDR"
