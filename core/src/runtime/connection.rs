@@ -1,24 +1,24 @@
 //! One client connection: read CONNECT, hand the socket to the owner core
-//! if needed, then a read loop feeding the broker and a write task
-//! draining the connection's buffer, one write per batch.
+//! if needed, then (in a task of its own, smaller than the one that read
+//! CONNECT) a read loop feeding the broker. The write side is
+//! [`super::conn_io::ConnIo`].
 
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use glommio::net::TcpStream;
 use glommio::GlommioError;
 use robustmq_protocol::mqtt::{
     ConnAck, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode,
 };
 
-use super::core_loop::{is_qos0_publish, Core};
-use super::notify::LocalNotify;
+use super::conn_io::ConnIo;
+use super::core_loop::Core;
 use super::HandOff;
 use crate::broker::{route_connect, ConnId, ConnectRoute};
 use tracing::Instrument;
@@ -28,105 +28,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Bytes asked of an idle connection's socket: the read buffer starts this
 /// small (memory per idle connection) and doubles while reads fill it.
 const MIN_READ_CHUNK: usize = 256;
-
-/// The write side of a connection, shared by the core's tasks.
-pub(crate) struct ConnIo {
-    buf: RefCell<BytesMut>,
-    version: ProtocolVersion,
-    writer: LocalNotify,
-    drained: LocalNotify,
-    closed: Cell<bool>,
-    /// The write task ended (closed, or the socket failed).
-    writer_done: Cell<bool>,
-    /// Subscribers this client publishes to are congested: do not read.
-    held: Cell<bool>,
-    released: LocalNotify,
-    /// Over `backpressure_bytes` unwritten, as last told to the broker.
-    congested: Cell<bool>,
-    id: ConnId,
-    fd: RawFd,
-}
-
-impl ConnIo {
-    fn new(id: ConnId, version: ProtocolVersion, fd: RawFd) -> Self {
-        ConnIo {
-            held: Cell::new(false),
-            released: LocalNotify::default(),
-            congested: Cell::new(false),
-            id,
-            buf: RefCell::new(BytesMut::new()),
-            version,
-            writer: LocalNotify::default(),
-            drained: LocalNotify::default(),
-            closed: Cell::new(false),
-            writer_done: Cell::new(false),
-            fd,
-        }
-    }
-
-    /// Encodes packets into the write buffer. QoS 0 messages are dropped
-    /// while the buffer is over `limit` (a slow reader). Returns (PUBLISH
-    /// packets written, dropped).
-    pub(crate) fn encode(&self, packets: Vec<Packet>, limit: usize) -> (u64, u64) {
-        let mut buf = self.buf.borrow_mut();
-        let (mut sent, mut dropped) = (0, 0);
-        for p in packets {
-            if is_qos0_publish(&p) && buf.len() >= limit {
-                dropped += 1;
-                continue;
-            }
-            if matches!(p, Packet::Publish(_)) {
-                sent += 1;
-            }
-            if let Err(e) = p.encode(self.version, &mut buf) {
-                tracing::warn!("cannot encode {:?}: {e}", p.packet_type());
-            }
-        }
-        (sent, dropped)
-    }
-
-    pub(crate) fn wake_writer(&self) {
-        self.writer.notify();
-    }
-
-    /// The broker closed the connection: write what is left, then close.
-    pub(crate) fn close(&self) {
-        self.closed.set(true);
-        self.writer.notify();
-        self.released.notify();
-    }
-
-    /// The broker holds (or releases) this publisher: back-pressure.
-    pub(crate) fn set_held(&self, held: bool) {
-        self.held.set(held);
-        if !held {
-            self.released.notify();
-        }
-    }
-
-    /// Whether the unwritten bytes just crossed `high` upwards: the broker
-    /// is to be told once per crossing.
-    pub(crate) fn became_congested(&self, high: usize) -> bool {
-        if high == 0 || self.congested.get() || self.buffered() < high {
-            return false;
-        }
-        self.congested.set(true);
-        true
-    }
-
-    /// Whether the unwritten bytes just fell to a quarter of `high`.
-    fn became_drained(&self, high: usize) -> bool {
-        if !self.congested.get() || self.buffered() > high / 4 {
-            return false;
-        }
-        self.congested.set(false);
-        true
-    }
-
-    fn buffered(&self) -> usize {
-        self.buf.borrow().len()
-    }
-}
 
 enum FirstPacket {
     Connect(Box<Connect>),
@@ -213,8 +114,13 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             ),
             Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
         },
+        // A task of its own: this one (sized for reading CONNECT and
+        // refusing) ends, and an idle connection keeps only the smaller one.
         ConnectRoute::Owner { assigned, .. } => {
-            serve_connected(core, stream, decoder, buf, connect, assigned, peer).await
+            glommio::spawn_local(serve_connected(
+                core, stream, decoder, buf, connect, assigned, peer,
+            ))
+            .detach();
         }
     }
 }
@@ -250,28 +156,34 @@ async fn serve_connected(
     let conn_id = core.new_conn_id();
     let span =
         tracing::debug_span!("conn", id = conn_id, client = %connect.client_id, core = core.id());
-    let io = Rc::new(ConnIo::new(conn_id, connect.protocol, stream.as_raw_fd()));
+    let fd = stream.as_raw_fd();
+    let (reader, writer) = futures_lite::io::split(stream);
+    let io = Rc::new(ConnIo::new(
+        conn_id,
+        connect.protocol,
+        fd,
+        writer,
+        Rc::downgrade(&core),
+    ));
     core.conns.borrow_mut().insert(conn_id, io.clone());
     let ip = peer.map(|p| p.ip());
     core.broker
         .borrow_mut()
         .on_connect(conn_id, connect, assigned, ip, Instant::now());
     core.flush();
-    let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task =
-        glommio::spawn_local(write_loop(core.clone(), io.clone(), writer).instrument(span.clone()));
     read_loop(&core, conn_id, &io, reader, decoder, buf)
         .instrument(span)
         .await;
-    if !io.closed.get() {
+    if !io.closed() {
         core.broker
             .borrow_mut()
             .on_connection_lost(conn_id, Instant::now());
         core.flush();
         io.close();
     }
-    writer_task.await;
+    io.wait_done().await;
     core.conns.borrow_mut().remove(&conn_id);
+    io.release_socket();
 }
 
 /// Decodes and hands to the broker what is buffered, then reads more;
@@ -293,7 +205,7 @@ async fn read_loop(
         let mut incomplete = false;
         {
             let mut broker = core.broker.borrow_mut();
-            while !io.closed.get() {
+            while !io.closed() {
                 match decoder.decode(&mut buf) {
                     Ok(Some(p)) => {
                         broker.on_packet(conn_id, p, now);
@@ -316,25 +228,23 @@ async fn read_loop(
             }
         }
         core.flush();
-        if failed || io.closed.get() {
+        if failed || io.closed() {
             return;
         }
         // Back-pressure: a client whose own answers pile up, or a core
         // whose messages to other cores pile up, stops being read.
-        while !io.closed.get() && (io.buffered() > limit || core.mesh_backlog_full()) {
-            if io.writer_done.get() {
+        while !io.closed() && (io.buffered() > limit || core.mesh_backlog_full()) {
+            if io.done() {
                 return;
             }
             if io.buffered() > limit {
-                io.drained.wait().await;
+                io.wait_drained().await;
             } else {
                 glommio::timer::sleep(Duration::from_micros(200)).await;
             }
         }
         // Back-pressure: a subscriber this client publishes to is congested.
-        while io.held.get() && !io.closed.get() {
-            io.released.wait().await;
-        }
+        io.wait_released().await;
         if !incomplete {
             // Whole packets are still buffered: they go before any read.
             continue;
@@ -362,54 +272,5 @@ async fn read_loop(
             .core(broker.core())
             .bytes_received
             .fetch_add(n as u64, Relaxed);
-    }
-}
-
-/// Writes the connection's buffer whenever there is something in it, one
-/// write per batch; on close, writes what is left and shuts the socket.
-async fn write_loop(core: Rc<Core>, io: Rc<ConnIo>, mut writer: WriteHalf<TcpStream>) {
-    let mut spare = BytesMut::new();
-    loop {
-        std::mem::swap(&mut *io.buf.borrow_mut(), &mut spare);
-        if spare.is_empty() {
-            io.drained.notify();
-            if io.closed.get() {
-                break;
-            }
-            io.writer.wait().await;
-            continue;
-        }
-        if writer.write_all(&spare).await.is_err() {
-            break;
-        }
-        {
-            let broker = core.broker.borrow();
-            let metrics = &broker.context().metrics;
-            metrics
-                .core(broker.core())
-                .bytes_sent
-                .fetch_add(spare.len() as u64, Relaxed);
-        }
-        if spare.capacity() > 1024 * 1024 {
-            spare = BytesMut::new();
-        } else {
-            spare.clear();
-        }
-        if io.became_drained(core.config().backpressure_bytes) {
-            core.broker
-                .borrow_mut()
-                .on_write_buffer(io.id, false, Instant::now());
-            core.flush();
-        }
-        io.drained.notify();
-    }
-    let _ = writer.flush().await;
-    io.writer_done.set(true);
-    io.drained.notify();
-    // SAFETY: `writer` (and the read half) keep the stream, and so the
-    // descriptor, open until this function returns; shutdown does not close
-    // it. It wakes the read loop, which may be waiting on the socket.
-    unsafe {
-        libc::shutdown(io.fd, libc::SHUT_RDWR);
     }
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::TcpListener;
-use robustmq_protocol::mqtt::{Packet, QoS};
 
-use super::connection::{self, ConnIo};
+use super::conn_io::ConnIo;
+use super::connection;
 use super::notify::LocalNotify;
 use super::{CoreEvent, HandOff, MeshMsg};
 use crate::broker::mesh::{batch_weight, MESH_WINDOW};
@@ -124,9 +124,6 @@ impl Core {
                 continue;
             };
             let (sent, dropped) = io.encode(out.packets, limit);
-            if io.became_congested(high) {
-                broker.on_write_buffer(id, true, Instant::now());
-            }
             core_metrics
                 .messages_sent
                 .fetch_add(sent, Ordering::Relaxed);
@@ -136,7 +133,15 @@ impl Core {
             if out.close {
                 io.close();
             } else {
-                io.wake_writer();
+                let n = io.write_now();
+                core_metrics
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if io.became_congested(high) {
+                broker.on_write_buffer(id, true, Instant::now());
+            } else if io.became_drained(high) {
+                broker.on_write_buffer(id, false, Instant::now());
             }
         }
         for (id, held) in broker.take_hold_changes() {
@@ -157,12 +162,6 @@ impl Core {
             self.mesh_notify.notify();
         }
     }
-}
-
-/// Counts a PUBLISH for the sent counter, and says whether a QoS 0 one may
-/// be dropped when the buffer is over its limit.
-pub(crate) fn is_qos0_publish(p: &Packet) -> bool {
-    matches!(p, Packet::Publish(p) if p.qos == QoS::AtMostOnce)
 }
 
 /// The life of one core.

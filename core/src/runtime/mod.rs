@@ -6,6 +6,7 @@
 //! sockets, feeds the core's broker, writes what it answers in batches and
 //! carries its messages to other cores.
 
+mod conn_io;
 mod connection;
 mod core_loop;
 mod notify;
