@@ -123,9 +123,11 @@ pub fn append_entry(log: &Path, e: IndexEntry) -> Result<()> {
     IndexAppender::new(log.to_path_buf()).append(&[e])
 }
 
-/// Appends entries to both index files of one segment, keeping the files
-/// open between calls (the writer adds entries many times a second; an
-/// open and close per entry cost more than the write).
+/// Appends entries to both index files of one segment, buffering them and
+/// keeping the files open (the writer adds entries thousands of times a
+/// second; an open, write and close per entry cost more than the data
+/// write they index). The files are a cache: entries not yet flushed when
+/// the process dies only make recovery scan a little more.
 #[derive(Debug)]
 pub struct IndexAppender {
     log: PathBuf,
@@ -136,7 +138,7 @@ pub struct IndexAppender {
 
 impl IndexAppender {
     /// An appender for the index files of the segment log `log`; the files
-    /// are opened (created if missing) at the first append.
+    /// are opened (created if missing) at the first flush.
     pub fn new(log: PathBuf) -> Self {
         IndexAppender {
             log,
@@ -151,20 +153,45 @@ impl IndexAppender {
         &self.log
     }
 
-    /// Appends `entries` with one write per file. After an error the files
-    /// are reopened at the next call.
+    /// Entries buffered and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.offsets.len() / ENTRY_LEN
+    }
+
+    /// Buffers an entry.
+    pub fn push(&mut self, e: IndexEntry) {
+        self.offsets
+            .extend_from_slice(&encode_entry(e.offset, e.position));
+        self.times
+            .extend_from_slice(&encode_entry(e.timestamp, e.offset));
+    }
+
+    /// Buffers `entries` and writes everything buffered.
     pub fn append(&mut self, entries: &[IndexEntry]) -> Result<()> {
-        if entries.is_empty() {
+        for e in entries {
+            self.push(*e);
+        }
+        self.flush()
+    }
+
+    /// Writes the buffered entries, one write per file. After an error the
+    /// buffer is dropped (the entries stay in memory; the files will be
+    /// found short or damaged and rebuilt) and the files are reopened at
+    /// the next flush.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.offsets.is_empty() {
             return Ok(());
         }
+        let written = self.write_buffered();
         self.offsets.clear();
         self.times.clear();
-        for e in entries {
-            self.offsets
-                .extend_from_slice(&encode_entry(e.offset, e.position));
-            self.times
-                .extend_from_slice(&encode_entry(e.timestamp, e.offset));
+        if written.is_err() {
+            self.files = None;
         }
+        written
+    }
+
+    fn write_buffered(&mut self) -> Result<()> {
         let (op, tp) = (offset_path(&self.log), time_path(&self.log));
         if self.files.is_none() {
             let open = |p: &Path| {
@@ -179,17 +206,10 @@ impl IndexAppender {
         let Some((of, tf)) = self.files.as_mut() else {
             return Ok(());
         };
-        let written = of
-            .write_all(&self.offsets)
-            .ctx(|| format!("appending to {}", op.display()))
-            .and_then(|()| {
-                tf.write_all(&self.times)
-                    .ctx(|| format!("appending to {}", tp.display()))
-            });
-        if written.is_err() {
-            self.files = None;
-        }
-        written
+        of.write_all(&self.offsets)
+            .ctx(|| format!("appending to {}", op.display()))?;
+        tf.write_all(&self.times)
+            .ctx(|| format!("appending to {}", tp.display()))
     }
 }
 

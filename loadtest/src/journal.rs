@@ -45,15 +45,21 @@ pub struct JournalBenchArgs {
     /// Shards written (writer i appends to shard i % shards).
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
-    /// Where the writer tasks run: `thread` (a client executor on its own
-    /// thread, sending to the journal's cores) or `core` (on the journal
-    /// core that owns their shard, as an application embedding the engine
-    /// appends).
-    #[arg(long, default_value = "thread")]
+    /// Where the writer tasks run: `core` (on the journal core that owns
+    /// their shard: the design's data plane, where the broker's tasks and
+    /// the journal share one executor per core) or `thread` (a client
+    /// executor on a thread of its own, one more hop each way).
+    #[arg(long, default_value = "core")]
     pub client: ClientPlacement,
     /// Also run fio (sequential 1 MiB direct io_uring writes) on --dir.
     #[arg(long)]
     pub fio: bool,
+    /// With --fio, also run fio on a file large enough that it never wraps
+    /// around (3 GB per second of run), so that, like the journal, it only
+    /// writes space never written before (the default 2 GiB file is
+    /// overwritten after its first pass, which costs the file system less).
+    #[arg(long)]
+    pub fio_fresh: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -97,11 +103,20 @@ pub fn run(args: JournalBenchArgs) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let outcome = outcome?;
     let fio = if args.fio {
-        Some(run_fio(&args.dir, args.duration)?)
+        Some(run_fio(&args.dir, args.duration, 2 << 30)?)
     } else {
         None
     };
-    report(&args, &outcome, fio);
+    let fio_fresh = if args.fio && args.fio_fresh {
+        Some(run_fio(
+            &args.dir,
+            args.duration,
+            3_000_000_000 * args.duration,
+        )?)
+    } else {
+        None
+    };
+    report(&args, &outcome, fio, fio_fresh);
     Ok(())
 }
 
@@ -233,14 +248,16 @@ async fn writers_loop(
     }
 }
 
-/// fio's sequential 1 MiB direct io_uring writes on `dir`: MB/s.
-fn run_fio(dir: &std::path::Path, secs: u64) -> Result<f64, String> {
+/// fio's sequential 1 MiB direct io_uring writes on a file of `size` bytes
+/// in `dir` (written from the start again when the run outlasts a pass):
+/// MB/s.
+fn run_fio(dir: &std::path::Path, secs: u64, size: u64) -> Result<f64, String> {
     let out = std::process::Command::new("fio")
         .args([
             "--name=seqwrite",
             "--rw=write",
             "--bs=1M",
-            "--size=2G",
+            &format!("--size={size}"),
             "--direct=1",
             "--ioengine=io_uring",
             "--iodepth=8",
@@ -266,7 +283,7 @@ fn run_fio(dir: &std::path::Path, secs: u64) -> Result<f64, String> {
     Ok(bytes / 1e6)
 }
 
-fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>) {
+fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>, fio_fresh: Option<f64>) {
     let secs = o.elapsed.as_secs_f64();
     let rps = o.records as f64 / secs;
     let mbps = rps * args.record_size as f64 / 1e6;
@@ -276,8 +293,8 @@ fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>) {
         o.latency.max(),
     );
     println!(
-        "journal: {} writers, {} B records x{} per append, fsync {:?}, {} core(s), {} shard(s), {:.1} s",
-        args.writers, args.record_size, args.batch, args.fsync, args.cores, args.shards, secs
+        "journal: {} writers ({:?}), {} B records x{} per append, fsync {:?}, {} core(s), {} shard(s), {:.1} s",
+        args.writers, args.client, args.record_size, args.batch, args.fsync, args.cores, args.shards, secs
     );
     println!("  {rps:.0} records/s, {mbps:.1} MB/s, append latency p50 {p50} us, p99 {p99} us, max {max} us, {} errors", o.errors);
     if let Some(fio) = fio {
@@ -286,11 +303,21 @@ fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>) {
             mbps / fio
         );
     }
-    if args.json {
-        let fio_field = fio.map_or(String::new(), |f| format!(",\"fio_mb_per_s\":{f:.1}"));
+    if let Some(fresh) = fio_fresh {
         println!(
-            "{{\"records_per_s\":{rps:.0},\"mb_per_s\":{mbps:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"max_us\":{max},\"errors\":{},\"writers\":{},\"record_size\":{},\"batch\":{},\"fsync\":\"{:?}\",\"seconds\":{secs:.2}{fio_field}}}",
-            o.errors, args.writers, args.record_size, args.batch, args.fsync
+            "  fio on never-written space ({} GB file): {fresh:.1} MB/s; journal/fio = {:.2}",
+            3 * args.duration,
+            mbps / fresh
+        );
+    }
+    if args.json {
+        let mut fio_field = fio.map_or(String::new(), |f| format!(",\"fio_mb_per_s\":{f:.1}"));
+        if let Some(f) = fio_fresh {
+            fio_field.push_str(&format!(",\"fio_fresh_mb_per_s\":{f:.1}"));
+        }
+        println!(
+            "{{\"records_per_s\":{rps:.0},\"mb_per_s\":{mbps:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"max_us\":{max},\"errors\":{},\"writers\":{},\"record_size\":{},\"batch\":{},\"fsync\":\"{:?}\",\"cores\":{},\"shards\":{},\"client\":\"{:?}\",\"seconds\":{secs:.2}{fio_field}}}",
+            o.errors, args.writers, args.record_size, args.batch, args.fsync, args.cores, args.shards, args.client
         );
     }
 }

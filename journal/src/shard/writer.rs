@@ -63,6 +63,9 @@ const MAX_WRITE_BYTES: usize = 256 << 10;
 const MAX_IN_FLIGHT: usize = 16;
 /// Room kept at the end of a segment for a pad frame.
 pub const PAD_RESERVE: u64 = 8192;
+/// Index entries buffered before they are written to the index files
+/// (they are also written at every fdatasync and when the writer stops).
+const INDEX_FLUSH_ENTRIES: usize = 64;
 /// Most operations taken from the queue in one turn.
 const MAX_GROUP_OPS: usize = 4096;
 
@@ -128,6 +131,7 @@ impl AckTo {
 
 /// What a write in flight will make visible once it completes.
 pub struct ChunkState {
+    issued: Instant,
     end: u64,
     next_offset: u64,
     max_ts: Option<u64>,
@@ -151,6 +155,10 @@ pub struct WriterStats {
     pub write_bytes: u64,
     /// Writes that ended with a pad frame.
     pub padded: u64,
+    /// Sum over writes of the microseconds from issue to completion seen.
+    pub write_us: u64,
+    /// Sum over writes of the writes already in flight when it was issued.
+    pub depth: u64,
 }
 
 /// What the idle writer woke up for.
@@ -263,6 +271,7 @@ impl Writer {
         if self.state.borrow().failed.is_some() {
             return;
         }
+        self.flush_index();
         self.dirty = !self.inflight.is_empty();
         self.background_sync = Some(glommio::spawn_local(self.tail.detached_sync()));
     }
@@ -332,6 +341,7 @@ impl Writer {
                 self.fail(&e);
             }
         }
+        self.flush_index();
     }
 
     /// After a failed write: fails the shard and every write still in flight.
@@ -448,6 +458,7 @@ impl Writer {
         self.stats.writes += 1;
         self.stats.write_bytes += write.len() as u64;
         self.stats.padded += u64::from(pad);
+        self.stats.depth += self.inflight.len() as u64;
         self.inflight
             .push_back((glommio::spawn_local(write.submit()), state));
         Ok(())
@@ -484,6 +495,7 @@ impl Writer {
             acked.extend(chunk.acks);
             return Err(e);
         }
+        self.stats.write_us += chunk.issued.elapsed().as_micros() as u64;
         self.pending_index.extend(chunk.index);
         if self.config.fsync == FsyncPolicy::Always {
             acked.extend(chunk.acks);
@@ -545,6 +557,7 @@ impl Writer {
         self.max_ts = Some(ts);
         self.dirty = true;
         let state = ChunkState {
+            issued: Instant::now(),
             end: self.tail.end(),
             next_offset: next,
             max_ts: self.max_ts,
@@ -560,7 +573,9 @@ impl Writer {
         self.tail.sync().await?;
         self.state.borrow_mut().syncs += 1;
         self.dirty = false;
-        self.publish()
+        self.publish()?;
+        self.flush_index();
+        Ok(())
     }
 
     /// Makes everything written visible to readers and indexes it.
@@ -586,11 +601,21 @@ impl Writer {
         if self.index_files.log() != h.path {
             self.index_files = index::IndexAppender::new(h.path.clone());
         }
-        if let Err(err) = self.index_files.append(&self.pending_index) {
+        for e in self.pending_index.drain(..) {
+            self.index_files.push(e);
+        }
+        drop(st);
+        if self.index_files.buffered() >= INDEX_FLUSH_ENTRIES {
+            self.flush_index();
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered index entries to the index files.
+    fn flush_index(&mut self) {
+        if let Err(err) = self.index_files.flush() {
             tracing::warn!(error = %err, "index entries not written; they will be rebuilt");
         }
-        self.pending_index.clear();
-        Ok(())
     }
 
     async fn seal_explicit(&mut self) -> Result<u64> {
