@@ -1,11 +1,11 @@
-//! RobustMQ core: the MQTT broker and the server that hosts every role.
-//!
-//! The broker itself is being built (see the broker issue); today this crate
-//! holds the server configuration and the role launcher.
+//! RobustMQ core: the MQTT broker (sans-I/O broker, sessions and router,
+//! and the thread-per-core runtime that drives them) and the server that
+//! hosts every role.
 
 pub mod acl;
 pub mod broker;
 pub mod config;
+pub mod hash;
 pub mod message;
 pub mod router;
 pub mod runtime;

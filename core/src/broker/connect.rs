@@ -209,7 +209,7 @@ impl CoreBroker {
         let session = Session::new(client_id.clone(), self.ctx.config.session_config());
         self.sessions.insert(
             client_id.clone(),
-            SessionEntry {
+            Box::new(SessionEntry {
                 session,
                 conn: None,
                 expires_at: None,
@@ -218,7 +218,7 @@ impl CoreBroker {
                 problem_information: true,
                 username: None,
                 ip: None,
-            },
+            }),
         );
         false
     }

@@ -21,7 +21,9 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,7 +140,9 @@ struct PendingSubAck {
 #[derive(Debug)]
 pub struct CoreBroker {
     ctx: BrokerContext,
-    sessions: HashMap<ByteString, SessionEntry>,
+    /// Boxed: the table stays small (its load factor applies to 32-byte
+    /// slots, not to whole sessions) and grows by moving pointers.
+    sessions: HashMap<ByteString, Box<SessionEntry>>,
     conns: HashMap<ConnId, ConnEntry>,
     /// Packets for connections being closed, written before the close.
     closing: HashMap<ConnId, Vec<Packet>>,
@@ -174,21 +178,21 @@ impl CoreBroker {
         CoreBroker {
             sys_next: now,
             ctx,
-            sessions: HashMap::new(),
-            conns: HashMap::new(),
-            closing: HashMap::new(),
+            sessions: HashMap::default(),
+            conns: HashMap::default(),
+            closing: HashMap::default(),
             trie: TopicTrie::new(),
             routes: TopicTrie::new(),
             retained,
             groups: SharedGroups::default(),
             outbox: Outbox::new(cores),
-            dirty: HashSet::new(),
-            wills: HashMap::new(),
+            dirty: HashSet::default(),
+            wills: HashMap::default(),
             route_seq: 0,
             route_acked: vec![0; cores],
             after_routes: VecDeque::new(),
-            pending_subacks: HashMap::new(),
-            share_tokens: HashMap::new(),
+            pending_subacks: HashMap::default(),
+            share_tokens: HashMap::default(),
             next_token: 1,
             random: seed,
             pressure: pressure::Pressure::default(),

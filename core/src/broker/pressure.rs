@@ -19,7 +19,7 @@
 //! that does. Memory stays bounded either way: the holds cap what arrives,
 //! the limits cap what stays.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;

@@ -1,7 +1,7 @@
 //! Shared subscription groups owned by this core: members on any core, and
 //! the strategy that picks one member per message.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 
 use bytestring::ByteString;
 

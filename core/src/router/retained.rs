@@ -5,7 +5,7 @@
 //! not a payload. A subscribe then finds retained messages on its own core
 //! with no scatter and gather (see docs/architecture.md).
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -35,7 +35,7 @@ impl RetainedStore {
     /// A store holding at most `max_messages` topics.
     pub fn new(max_messages: usize) -> Self {
         RetainedStore {
-            by_topic: HashMap::new(),
+            by_topic: HashMap::default(),
             max_messages,
         }
     }

@@ -3,7 +3,7 @@
 //! Matching walks the trie with an explicit stack, never recursion, so a
 //! topic with many levels cannot exhaust the thread's stack.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::hash::Hash;
 
 #[derive(Debug)]
@@ -15,8 +15,8 @@ struct Node<K, V> {
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
-            subscribers: HashMap::new(),
+            children: HashMap::default(),
+            subscribers: HashMap::default(),
         }
     }
 }

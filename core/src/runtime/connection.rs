@@ -27,7 +27,7 @@ use tracing::Instrument;
 const READ_CHUNK: usize = 16 * 1024;
 /// Bytes asked of an idle connection's socket: the read buffer starts this
 /// small (memory per idle connection) and doubles while reads fill it.
-const MIN_READ_CHUNK: usize = 256;
+const MIN_READ_CHUNK: usize = 64;
 
 enum FirstPacket {
     Connect(Box<Connect>),

@@ -1,8 +1,8 @@
 //! One core: its broker, its listener, its connections, its side of the
 //! mesh, its clock tick.
 
+use crate::hash::HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,7 +206,7 @@ pub(crate) async fn run(
     };
     let core = Rc::new(Core {
         broker: RefCell::new(CoreBroker::new(ctx, Instant::now())),
-        conns: RefCell::new(HashMap::new()),
+        conns: RefCell::new(HashMap::default()),
         next_conn: Cell::new(1),
         next_client: Cell::new(1),
         pending_mesh: RefCell::new(Vec::new()),

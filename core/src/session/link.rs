@@ -1,7 +1,7 @@
 //! The connection-scoped part of a session: keep-alive, topic aliases, and
 //! the limits the client announced in CONNECT.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -48,8 +48,15 @@ pub struct Link {
     pub client_receive_maximum: u16,
     max_packet_size: u32,
     alias_out_max: u16,
-    alias_out: HashMap<ByteString, u16>,
-    alias_in: HashMap<u16, ByteString>,
+    /// Topic aliases, made on first use (most links never use one).
+    aliases: Option<Box<Aliases>>,
+}
+
+/// The topic aliases of a link, both ways.
+#[derive(Debug, Clone, Default)]
+struct Aliases {
+    outbound: HashMap<ByteString, u16>,
+    inbound: HashMap<u16, ByteString>,
 }
 
 impl Link {
@@ -65,8 +72,7 @@ impl Link {
             } else {
                 0
             },
-            alias_out: HashMap::new(),
-            alias_in: HashMap::new(),
+            aliases: None,
         }
     }
 
@@ -109,14 +115,15 @@ impl Link {
         if alias == 0 || alias > max {
             return Err(ReasonCode::TOPIC_ALIAS_INVALID);
         }
+        let aliases = self.aliases.get_or_insert_default();
         if publish.topic.is_empty() {
-            publish.topic = self
-                .alias_in
+            publish.topic = aliases
+                .inbound
                 .get(&alias)
                 .cloned()
                 .ok_or(ReasonCode::PROTOCOL_ERROR)?;
         } else {
-            self.alias_in.insert(alias, publish.topic.clone());
+            aliases.inbound.insert(alias, publish.topic.clone());
         }
         Ok(())
     }
@@ -128,15 +135,16 @@ impl Link {
         if self.alias_out_max == 0 {
             return;
         }
-        if let Some(&alias) = self.alias_out.get(&publish.topic) {
+        let aliases = self.aliases.get_or_insert_default();
+        if let Some(&alias) = aliases.outbound.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = ByteString::new();
             return;
         }
-        let next = self.alias_out.len() + 1;
+        let next = aliases.outbound.len() + 1;
         if next <= usize::from(self.alias_out_max) {
             let alias = next as u16;
-            self.alias_out.insert(publish.topic.clone(), alias);
+            aliases.outbound.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
         }
     }

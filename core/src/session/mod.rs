@@ -16,7 +16,9 @@ mod link;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::{HashMap, HashSet};
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -155,11 +157,11 @@ impl Session {
             client_id,
             expiry_interval: 0,
             config,
-            subscriptions: HashMap::new(),
+            subscriptions: HashMap::default(),
             next_packet_id: 1,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: HashSet::default(),
             link: None,
             out: Vec::new(),
             counters: SessionCounters::default(),
