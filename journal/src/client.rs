@@ -85,6 +85,40 @@ impl JournalClient {
         Ok(result?)
     }
 
+    /// Sends many requests without waiting for each answer, and returns
+    /// their outcomes in order: the server serves up to
+    /// [`PIPELINE`](crate::server::PIPELINE) requests of a connection at
+    /// once, so this takes about one round trip per that many requests.
+    /// Requests go out in windows of that size, each window's answers read
+    /// before the next is sent (so neither side can block the other).
+    pub fn pipeline(
+        &mut self,
+        reqs: &[Request],
+    ) -> Result<Vec<Result<Response, RemoteError>>, ClientError> {
+        let mut results = Vec::with_capacity(reqs.len());
+        for window in reqs.chunks(crate::server::PIPELINE) {
+            let first = self.next_id;
+            let mut out = Vec::new();
+            for req in window {
+                out.extend_from_slice(&wire::frame(&wire::encode_request(self.next_id, req)));
+                self.next_id += 1;
+            }
+            self.stream.write_all(&out)?;
+            for id in first..self.next_id {
+                let answer = self.read_frame()?;
+                let (got, result) =
+                    wire::decode_response(&answer).map_err(ClientError::Protocol)?;
+                if got != id {
+                    return Err(ClientError::Protocol(format!(
+                        "answer to {got}, expected {id}"
+                    )));
+                }
+                results.push(result);
+            }
+        }
+        Ok(results)
+    }
+
     /// Creates a shard.
     pub fn create_shard(&mut self, name: &str, config: ShardConfig) -> Result<(), ClientError> {
         let name = name.to_string();

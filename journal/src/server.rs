@@ -1,8 +1,10 @@
 //! The journal RPC server: on every journal core, a listener on the same
 //! port (SO_REUSEPORT spreads connections over cores); each connection reads
-//! frames, serves them in order through the [`Journal`] handle, and writes
-//! the answers. A request that does not decode, or a frame over the size
-//! limit, gets an error answer and the connection goes on.
+//! frames and serves up to [`PIPELINE`] of them at once through the
+//! [`Journal`] handle (a client may send requests without waiting for the
+//! answers), and writes the answers in the order of the requests. A request
+//! that does not decode, or a frame over the size limit, gets an error
+//! answer and the connection goes on.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,6 +18,9 @@ use crate::wire::{self, ErrorCode, RemoteError, MAX_FRAME};
 
 /// Connections served at once on one core; more wait in the kernel backlog.
 const MAX_CONNECTIONS: u64 = 4096;
+/// Requests of one connection served at once; further frames are not read
+/// until the oldest is answered.
+pub const PIPELINE: usize = 64;
 
 /// Binds the listener of this core.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
@@ -58,7 +63,9 @@ enum Frame {
     TooLarge(usize),
 }
 
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Frame>> {
+async fn read_frame(
+    stream: &mut (impl futures_lite::AsyncRead + Unpin),
+) -> std::io::Result<Option<Frame>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(()) => {}
@@ -107,13 +114,31 @@ async fn answer(journal: &Journal, frame: Frame) -> Vec<u8> {
     wire::frame(&wire::encode_response(id, &result))
 }
 
-async fn connection(mut stream: TcpStream, journal: Journal) -> std::io::Result<()> {
+async fn connection(stream: TcpStream, journal: Journal) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     tracing::trace!(peer = ?stream.peer_addr().ok(), "journal connection accepted");
-    while let Some(frame) = read_frame(&mut stream).await? {
-        let out = answer(&journal, frame).await;
-        stream.write_all(&out).await?;
-        tracing::trace!(bytes = out.len(), "journal answer sent");
-    }
-    Ok(())
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    // Each request is served by a task of its own; the tasks queue in
+    // request order and the answers are written in that order.
+    let (queue, served) = glommio::channels::local_channel::new_bounded(PIPELINE);
+    let read_side = async move {
+        while let Some(frame) = read_frame(&mut reader).await? {
+            let journal = journal.clone();
+            let task = glommio::spawn_local(async move { answer(&journal, frame).await });
+            if queue.send(task).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let write_side = async move {
+        while let Some(task) = served.recv().await {
+            let out = task.await;
+            writer.write_all(&out).await?;
+            tracing::trace!(bytes = out.len(), "journal answer sent");
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let (read, written) = futures_lite::future::zip(read_side, write_side).await;
+    read.and(written)
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 use common::{payload, temp_dir};
+use robustmq_journal::engine::{Request, Response};
 use robustmq_journal::wire::{decode_response, ErrorCode, MAX_FRAME};
 use robustmq_journal::{
     ClientError, FsyncPolicy, Header, Journal, JournalClient, JournalOptions, ReadLimits, RecordIn,
@@ -237,6 +238,68 @@ fn damaged_data_is_a_corrupt_error_over_the_wire() {
         .unwrap();
     assert_eq!(first.len(), 2, "records before the damage still read");
     drop(c);
+    journal.stop();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let dir = temp_dir("rpc-pipeline");
+    let journal = start(&dir);
+    let mut c = JournalClient::connect(journal.rpc_addr().unwrap()).unwrap();
+    let config = ShardConfig {
+        fsync: FsyncPolicy::Always,
+        ..ShardConfig::default()
+    };
+    c.create_shard("piped", config).unwrap();
+    // 300 appends (more than one window), one to a missing shard among them.
+    let reqs: Vec<Request> = (0..300u32)
+        .map(|i| Request::Append {
+            shard: if i == 150 { "missing" } else { "piped" }.to_string(),
+            records: vec![RecordIn::from_payload(Bytes::from(
+                i.to_le_bytes().to_vec(),
+            ))],
+        })
+        .collect();
+    let results = c.pipeline(&reqs).unwrap();
+    assert_eq!(results.len(), 300);
+    let mut offsets = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(Response::Appended(ack)) => {
+                assert_ne!(i, 150);
+                offsets.push((ack.base_offset, i as u32));
+            }
+            Err(e) => {
+                assert_eq!(i, 150);
+                assert_eq!(e.code, ErrorCode::ShardNotFound);
+            }
+            Ok(other) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // Every append got its own offset, and each offset holds its payload.
+    offsets.sort();
+    let expected: Vec<u64> = (0..299).collect();
+    assert_eq!(offsets.iter().map(|o| o.0).collect::<Vec<_>>(), expected);
+    let records = c
+        .read(
+            "piped",
+            0,
+            ReadLimits {
+                max_records: 1000,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+    assert_eq!(records.len(), 299);
+    for (offset, i) in offsets {
+        assert_eq!(
+            records[offset as usize].payload,
+            Bytes::from(i.to_le_bytes().to_vec())
+        );
+    }
+    // The connection still serves plain calls.
+    assert_eq!(c.describe_shard("piped").unwrap().name, "piped");
     journal.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
