@@ -4,22 +4,19 @@
 //! Each turn it takes every input that is waiting (up to a bound), so
 //! proposals and reads arriving together are batched, ticks when a tick is
 //! due, then handles the `Ready` in order: send the leader's messages, install
-//! a snapshot, hand the new entries and hard state to the log writer thread,
-//! apply committed entries, answer the callers, advance. The log writer
-//! fsyncs in the background and reports which Ready is durable; only then
-//! are the messages that had to wait for it sent (votes, append responses)
-//! and, on the leader, its own copy counted towards the commit
-//! (raft-rs `advance_append_async` / `on_persist_ready`). So the loop keeps
-//! taking and proposing requests while the disk works, and the next batch is
-//! written as soon as the previous fsync returns. Linearizable reads
-//! arriving in the same turn share one ReadIndex round.
+//! a snapshot, persist entries and hard state with one fsync, send the
+//! messages that had to wait for it, apply committed entries, answer the
+//! callers, advance. Linearizable reads arriving in the same turn share one
+//! ReadIndex round. Snapshots are written by a thread of the storage; the
+//! loop only encodes the state machine and, once the file is durable,
+//! compacts the log.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Select, TryRecvError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
@@ -36,7 +33,6 @@ use crate::node::{Input, MemberInfo, Query, QueryResult, Reply, StatusInfo};
 use crate::state::{Applied, StateMachine};
 use crate::storage::{bootstrap_snapshot, DiskStorage, StoreError};
 use crate::transport::Transport;
-use crate::wal::Done;
 
 /// Inputs taken in one turn at most.
 const TURN_INPUTS: usize = 4096;
@@ -82,12 +78,8 @@ pub struct Driver {
     isolated: bool,
     /// Addresses from the configuration, for members the state does not name.
     config_peers: BTreeMap<u64, SocketAddr>,
-    /// The log writer's reports.
-    persisted: Receiver<Done>,
     /// The snapshot writer's report (never, when none runs).
     snapshot_done: Receiver<Result<Snapshot, StoreError>>,
-    /// Messages to send once the Ready of that number is durable.
-    parked: VecDeque<(u64, Vec<Message>)>,
 }
 
 /// Opens the storage and builds the loop (not started).
@@ -130,7 +122,6 @@ pub fn open(
         ..Default::default()
     };
     let logger = crate::logger::raft_logger(id);
-    let persisted = storage.persisted().clone();
     let node = RawNode::new(&raft_config, storage, &logger).map_err(|e| e.to_string())?;
     let mut driver = Driver {
         id,
@@ -150,9 +141,7 @@ pub fn open(
         last_heard: HashMap::new(),
         isolated: false,
         config_peers: members,
-        persisted,
         snapshot_done: crossbeam::channel::never(),
-        parked: VecDeque::new(),
     };
     driver.refresh_members();
     if driver.conf_state.voters == [id] && driver.conf_state.learners.is_empty() {
@@ -170,22 +159,29 @@ impl Driver {
         let mut next_tick = Instant::now() + tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            // Wait for any of them without taking anything yet.
-            let ready = {
-                let mut sel = Select::new();
-                sel.recv(&self.inbox);
-                sel.recv(&self.persisted);
-                sel.recv(&self.snapshot_done);
-                sel.ready_timeout(wait).ok()
-            };
-            if let Err(e) = self.on_persisted() {
-                tracing::error!("placement storage failed, stopping this member: {e}");
-                break;
-            }
-            if ready == Some(2) {
-                if let Err(e) = self.finish_snapshot() {
-                    tracing::error!("placement snapshot failed, stopping this member: {e}");
-                    break;
+            if self.node.store().snapshot_in_progress() {
+                // Wait for an input or the snapshot writer, taking nothing yet.
+                let ready = {
+                    let mut sel = Select::new();
+                    sel.recv(&self.inbox);
+                    sel.recv(&self.snapshot_done);
+                    sel.ready_timeout(wait).ok()
+                };
+                if ready == Some(1) {
+                    if let Err(e) = self.finish_snapshot() {
+                        tracing::error!("placement snapshot failed, stopping this member: {e}");
+                        break;
+                    }
+                }
+            } else {
+                match self.inbox.recv_timeout(wait) {
+                    Ok(input) => {
+                        if !self.handle(input) {
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             if !self.take_inputs() {
@@ -221,35 +217,6 @@ impl Driver {
             }
         }
         true
-    }
-
-    /// Takes the log writer's reports of durable Readies: tells Raft, and
-    /// sends what waited for them.
-    fn on_persisted(&mut self) -> Result<(), String> {
-        let mut tag = None;
-        loop {
-            match self.persisted.try_recv() {
-                Ok(done) => {
-                    let store = self.node.mut_store();
-                    tag = Some(store.on_done(done).map_err(|e| e.to_string())?);
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return Err("the log writer stopped".into()),
-            }
-        }
-        if let Some(tag) = tag {
-            self.persisted_up_to(tag);
-        }
-        Ok(())
-    }
-
-    fn persisted_up_to(&mut self, number: u64) {
-        self.node.on_persist_ready(number);
-        while self.parked.front().is_some_and(|(n, _)| *n <= number) {
-            if let Some((_, msgs)) = self.parked.pop_front() {
-                self.send(msgs);
-            }
-        }
     }
 
     fn handle(&mut self, input: Input) -> bool {
@@ -494,10 +461,9 @@ impl Driver {
         }
         let started = Instant::now();
         let mut rd = self.node.ready();
-        let number = rd.number();
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            return self.on_snapshot_ready(rd, started);
+            self.install_snapshot(rd.snapshot().clone())?;
         }
         let store = self.node.mut_store();
         store.append(rd.entries()).map_err(|e| e.to_string())?;
@@ -505,61 +471,13 @@ impl Driver {
             store.set_hard_state(hs.clone());
         }
         let appended = rd.entries().len();
-        // New entries, term or vote must be durable before anyone hears of
-        // them; a Ready that only moves the commit index need not be.
-        let must_sync = rd.must_sync();
-        let asynchronous = must_sync || store.in_flight();
-        if asynchronous {
-            // Ready numbers are reported in order, so even a Ready that
-            // needs no fsync waits for the ones before it.
-            store.submit(number, must_sync).map_err(|e| e.to_string())?;
+        let synced = Instant::now();
+        if rd.must_sync() {
+            // New entries, term or vote: durable before anyone hears of them.
+            store.sync().map_err(|e| e.to_string())?;
         }
-        // Committed entries are never beyond what this member persisted.
-        self.apply(rd.take_committed_entries());
-        self.take_read_states(rd.take_read_states());
-        if asynchronous {
-            let msgs = rd.take_persisted_messages();
-            if !msgs.is_empty() {
-                self.parked.push_back((number, msgs));
-            }
-            self.node.advance_append_async(rd);
-        } else {
-            // Nothing in flight and nothing to make durable: the commit index
-            // rides with the next write.
-            self.send(rd.take_persisted_messages());
-            let mut light = self.node.advance_append(rd);
-            if let Some(commit) = light.commit_index() {
-                self.node.mut_store().set_commit(commit);
-            }
-            self.send(light.take_messages());
-            self.apply(light.take_committed_entries());
-        }
-        self.node.advance_apply_to(self.applied);
-        self.serve_reads();
-        self.maybe_snapshot()?;
-        let took = started.elapsed();
-        if took >= SLOW_TURN {
-            tracing::warn!(
-                took_ms = took.as_millis() as u64,
-                appended,
-                "slow raft turn"
-            );
-        }
-        Ok(())
-    }
-
-    /// A Ready carrying a snapshot from the leader: handled synchronously,
-    /// after everything in flight is durable.
-    fn on_snapshot_ready(&mut self, mut rd: raft::Ready, started: Instant) -> Result<(), String> {
-        let tag = self.node.mut_store().sync().map_err(|e| e.to_string())?;
-        self.persisted_up_to(tag);
-        self.install_snapshot(rd.snapshot().clone())?;
-        let store = self.node.mut_store();
-        store.append(rd.entries()).map_err(|e| e.to_string())?;
-        if let Some(hs) = rd.hs() {
-            store.set_hard_state(hs.clone());
-        }
-        store.sync().map_err(|e| e.to_string())?;
+        let sync_time = synced.elapsed();
+        // Otherwise only the commit index moved: it rides with the next sync.
         self.send(rd.take_persisted_messages());
         self.apply(rd.take_committed_entries());
         self.take_read_states(rd.take_read_states());
@@ -571,10 +489,16 @@ impl Driver {
         self.apply(light.take_committed_entries());
         self.node.advance_apply_to(self.applied);
         self.serve_reads();
-        tracing::info!(
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot from the leader installed"
-        );
+        self.maybe_snapshot()?;
+        let took = started.elapsed();
+        if took >= SLOW_TURN {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                fsync_ms = sync_time.as_millis() as u64,
+                appended,
+                "slow raft turn"
+            );
+        }
         Ok(())
     }
 

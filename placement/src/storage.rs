@@ -12,17 +12,14 @@
 //!   rewritten; once a durable snapshot covers every entry of a segment (and
 //!   the `keep` entries retained behind it), the whole file is deleted.
 //!
-//! Appends are buffered per `Ready` and handed to the log writer thread
-//! ([`DiskStorage::submit`]), which writes everything queued with one
-//! `write` and one `fdatasync` and reports the tag it made durable. On open
-//! the segments are replayed; a torn or corrupt tail (a crash in the middle
-//! of a write) is cut off, which loses only records that were never
-//! acknowledged because their fsync had not returned.
+//! Every `Ready` appends its records with one `write` and one `fdatasync`
+//! ([`DiskStorage::sync`]), on the Raft loop. On open the segments are
+//! replayed; a torn or corrupt tail (a crash in the middle of a write) is cut
+//! off, which loses only records that were never acknowledged because their
+//! fsync had not returned.
 //!
 //! The entries also stay in memory: placement metadata is small, and Raft
-//! reads recent entries far more often than old ones. They are added to the
-//! in-memory log when handed to the writer, as raft-rs requires of
-//! asynchronous persistence.
+//! reads recent entries far more often than old ones.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -34,7 +31,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use crate::wal::{self, Done, Job, LogWriter};
+use crate::wal;
 
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -68,11 +65,8 @@ pub enum StoreError {
         /// What is wrong.
         problem: String,
     },
-    /// The log writer failed earlier and stopped.
-    #[error("the log writer stopped: {0}")]
-    Writer(String),
-    /// The log writer is gone.
-    #[error("the log writer stopped")]
+    /// The snapshot writer thread is gone.
+    #[error("the snapshot writer stopped")]
     Stopped,
 }
 
@@ -116,17 +110,11 @@ impl SnapshotJob {
 /// mirrored in memory.
 pub struct DiskStorage {
     dir: PathBuf,
-    writer: LogWriter,
-    /// Records not yet handed to the writer.
+    /// The segment appended to (the last of `segments`).
+    wal: File,
+    /// Records appended since the last [`DiskStorage::sync`].
     pending: Vec<u8>,
-    /// The highest tag handed to the writer.
-    last_tag: u64,
-    /// The highest tag the writer reported durable.
-    persisted_tag: u64,
-    /// Appends handed to the writer, and how many it reported written.
-    submitted: u64,
-    written: u64,
-    /// Bytes handed to the writer since the current segment started.
+    /// Bytes written to the current segment.
     segment_bytes: u64,
     segments: Vec<Segment>,
     hard_state: HardState,
@@ -227,12 +215,8 @@ impl DiskStorage {
         });
         Ok(DiskStorage {
             dir: dir.to_path_buf(),
-            writer: LogWriter::start(dir.to_path_buf(), next_seq, file)?,
+            wal: file,
             pending: Vec::new(),
-            last_tag: 0,
-            persisted_tag: 0,
-            submitted: 0,
-            written: 0,
             segment_bytes: 0,
             segments,
             hard_state,
@@ -302,7 +286,7 @@ impl DiskStorage {
     }
 
     /// Appends entries, replacing any at the same or later indexes. Visible
-    /// to Raft at once; written with the next [`DiskStorage::submit`].
+    /// to Raft at once; written with the next [`DiskStorage::sync`].
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
         let Some(first) = entries.first() else {
             return Ok(());
@@ -328,7 +312,7 @@ impl DiskStorage {
         Ok(())
     }
 
-    /// Records a new hard state. Written with the next submit.
+    /// Records a new hard state. Buffered until [`DiskStorage::sync`].
     pub fn set_hard_state(&mut self, hs: HardState) {
         let body = hs.write_to_bytes().unwrap_or_default();
         push_record(&mut self.pending, KIND_HARD_STATE, &body);
@@ -342,66 +326,39 @@ impl DiskStorage {
         self.set_hard_state(hs);
     }
 
-    /// Hands the buffered records to the log writer under `tag` (tags must
-    /// not decrease); with `sync`, they are fsynced before `tag` is reported
-    /// on [`DiskStorage::persisted`]. Starts a new segment when the current
-    /// one is full.
-    pub fn submit(&mut self, tag: u64, sync: bool) -> Result<(), StoreError> {
-        let bytes = std::mem::take(&mut self.pending);
-        self.segment_bytes += bytes.len() as u64;
-        self.last_tag = self.last_tag.max(tag);
-        self.submitted += 1;
-        self.writer.submit(Job::Append {
-            tag: self.last_tag,
-            seq: self.submitted,
-            bytes,
-            sync,
-        })?;
+    /// Writes the buffered records with one write and one fdatasync, then
+    /// starts a new segment if the current one is full.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = self.current_path();
+        self.wal
+            .write_all(&self.pending)
+            .map_err(io_err("write", &path))?;
+        self.wal.sync_data().map_err(io_err("fsync", &path))?;
+        self.segment_bytes += self.pending.len() as u64;
+        self.pending.clear();
         if self.segment_bytes >= wal::SEGMENT_BYTES {
             self.roll(KIND_SEGMENT_START)?;
         }
         Ok(())
     }
 
-    /// Where the log writer reports what it made durable.
-    pub fn persisted(&self) -> &Receiver<Done> {
-        self.writer.done()
-    }
-
-    /// Takes a report of the writer: the tag now durable.
-    pub fn on_done(&mut self, done: Done) -> Result<u64, StoreError> {
-        match done {
-            Done::Persisted { tag, seq } => {
-                self.persisted_tag = self.persisted_tag.max(tag);
-                self.written = self.written.max(seq);
-                Ok(self.persisted_tag)
-            }
-            Done::Failed(e) => Err(StoreError::Writer(e)),
-        }
-    }
-
-    /// Whether something handed to the writer is not yet reported durable.
-    pub fn in_flight(&self) -> bool {
-        self.written < self.submitted
-    }
-
-    /// Writes the buffered records and waits until everything handed to the
-    /// writer is durable; returns the highest tag now durable.
-    pub fn sync(&mut self) -> Result<u64, StoreError> {
-        self.submit(self.last_tag, true)?;
-        while self.in_flight() {
-            let done = self.writer.done().recv().map_err(|_| StoreError::Stopped)?;
-            self.on_done(done)?;
-        }
-        Ok(self.persisted_tag)
+    fn current_path(&self) -> PathBuf {
+        wal::segment_path(&self.dir, self.segments.last().map_or(0, |s| s.seq))
     }
 
     /// Starts a new segment. `KIND_LOG_START` makes it a restart of the log
     /// (after a received snapshot), so the older segments no longer count.
     fn roll(&mut self, kind: u8) -> Result<(), StoreError> {
+        // What is buffered belongs to the segment before.
+        if !self.pending.is_empty() {
+            self.sync()?;
+        }
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let header = self.segment_header(kind);
-        self.writer.submit(Job::Roll { seq, header })?;
+        self.wal = wal::create_segment(&self.dir, seq, &header)?;
         self.segments.push(Segment {
             seq,
             prev_index: self.last_index(),
@@ -430,8 +387,7 @@ impl DiskStorage {
         self.roll(KIND_LOG_START)?;
         let seq = self.segments.last().map_or(0, |s| s.seq);
         self.segments.retain(|s| s.seq >= seq);
-        self.writer.submit(Job::DeleteBelow(seq))?;
-        self.sync().map(|_| ())
+        wal::delete_below(&self.dir, seq)
     }
 
     /// Whether a snapshot is being written.
@@ -492,7 +448,7 @@ impl DiskStorage {
 
     /// Once the snapshot being written is durable: makes it the one served,
     /// drops the entries it covers from memory (keeping up to `keep` before
-    /// it for slow followers) and has the writer delete the segments holding
+    /// it for slow followers) and deletes the segments holding
     /// only such entries. Returns its index; None while it is still being
     /// written (or when none is).
     pub fn finish_snapshot(&mut self, keep: u64) -> Result<Option<u64>, StoreError> {
@@ -524,7 +480,7 @@ impl DiskStorage {
         if keep_from > 0 {
             let seq = self.segments[keep_from].seq;
             self.segments.drain(..keep_from);
-            self.writer.submit(Job::DeleteBelow(seq))?;
+            wal::delete_below(&self.dir, seq)?;
         }
         Ok(Some(index))
     }
@@ -544,8 +500,7 @@ impl DiskStorage {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
-        self.finish_snapshot(keep)?;
-        self.sync().map(|_| ())
+        self.finish_snapshot(keep).map(|_| ())
     }
 
     /// Whether Raft asked for a fresher snapshot since the last call.
@@ -959,7 +914,7 @@ mod tests {
         let mut s = DiskStorage::open(&dir, boot()).unwrap();
         s.append(&[entry(2, 2, b"a"), entry(3, 2, b"b"), entry(4, 2, b"c")])
             .unwrap();
-        s.submit(1, true).unwrap();
+        s.sync().unwrap();
         // A conflicting suffix from a new leader replaces 4.
         s.append(&[entry(4, 3, b"d"), entry(5, 3, b"e")]).unwrap();
         let hs = HardState {
@@ -969,8 +924,7 @@ mod tests {
             ..Default::default()
         };
         s.set_hard_state(hs.clone());
-        s.submit(2, true).unwrap();
-        assert_eq!(s.sync().unwrap(), 2);
+        s.sync().unwrap();
         drop(s);
         let s = DiskStorage::open(&dir, None).unwrap();
         assert_eq!(s.initial_state().unwrap().hard_state, hs);
@@ -979,27 +933,6 @@ mod tests {
             .entries(4, 5, None, GetEntriesContext::empty(false))
             .unwrap();
         assert_eq!(ents[0].get_data(), b"d");
-    }
-
-    #[test]
-    fn writer_reports_the_tags_it_made_durable() {
-        let dir = tempdir("tags");
-        let mut s = DiskStorage::open(&dir, boot()).unwrap();
-        for tag in 1..=20 {
-            s.append(&[entry(tag + 1, 1, b"x")]).unwrap();
-            s.submit(tag, true).unwrap();
-        }
-        let mut last = 0;
-        while last < 20 {
-            let done = s.persisted().recv().unwrap();
-            let tag = s.on_done(done).unwrap();
-            assert!(tag > last);
-            last = tag;
-        }
-        assert!(!s.in_flight());
-        drop(s);
-        let s = DiskStorage::open(&dir, None).unwrap();
-        assert_eq!(Storage::last_index(&s).unwrap(), 21);
     }
 
     #[test]
@@ -1064,7 +997,7 @@ mod tests {
         let dir = tempdir("segments");
         let mut s = DiskStorage::open(&dir, boot()).unwrap();
         let mut index = 1;
-        for round in 0..5u64 {
+        for _ in 0..5 {
             let ents: Vec<_> = (0..100)
                 .map(|_| {
                     index += 1;
@@ -1073,7 +1006,7 @@ mod tests {
                 .collect();
             s.append(&ents).unwrap();
             s.set_commit(index);
-            s.submit(round + 1, true).unwrap();
+            s.sync().unwrap();
             s.snapshot_now(index, cs(), format!("at{index}").into_bytes(), 10)
                 .unwrap();
             assert_eq!(s.first_index().unwrap(), index - 9);
@@ -1105,8 +1038,8 @@ mod tests {
         s.set_commit(30);
         s.sync().unwrap();
         s.snapshot_now(10, cs(), b"at10".to_vec(), 0).unwrap();
-        // The next snapshot's writer started a segment and got as far as a
-        // partial temporary file when the process died.
+        // The next snapshot started a segment, and its writer got as far as
+        // a partial temporary file when the process died.
         s.roll(KIND_SEGMENT_START).unwrap();
         s.sync().unwrap();
         drop(s);
