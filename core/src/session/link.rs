@@ -99,6 +99,11 @@ impl Link {
     /// Whether a PUBLISH fits even with a topic alias property added
     /// (3 bytes), so an alias is never assigned to a message then dropped.
     pub(super) fn fits_with_alias(&self, packet: &Packet) -> bool {
+        // No limit from the client (every 3.x client, most 5.0 ones): a
+        // packet the broker accepted always fits; skip measuring it.
+        if self.max_packet_size == u32::MAX {
+            return true;
+        }
         let extra = if self.alias_out_max > 0 { 3 } else { 0 };
         (packet.encoded_len(self.version) + extra) as u64 <= u64::from(self.max_packet_size)
     }
