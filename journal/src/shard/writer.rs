@@ -269,6 +269,8 @@ impl Writer {
             }
         }
         if self.state.borrow().failed.is_some() {
+            // Nothing more will be written; stop the idle timer too.
+            self.dirty = false;
             return;
         }
         self.flush_index();
