@@ -246,6 +246,9 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<(TcpListener, OwnedFd)> {
     };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_port(true)?;
+    // A restart binds the port again while the last run's connections sit
+    // in TIME_WAIT.
+    socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     let dup = OwnedFd::from(socket.try_clone()?);

@@ -163,6 +163,11 @@ fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, String> {
     socket
         .set_reuse_port(true)
         .map_err(|e| format!("cannot set SO_REUSEPORT: {e}"))?;
+    // A restart binds the port again while the last run's connections sit
+    // in TIME_WAIT.
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| format!("cannot set SO_REUSEADDR: {e}"))?;
     socket
         .bind(&addr.into())
         .map_err(|e| format!("cannot bind MQTT listener {addr}: {e}"))?;
