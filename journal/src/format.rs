@@ -160,7 +160,7 @@ pub fn encode_pad(out: &mut [u8]) {
     out[0..4].copy_from_slice(&PAD_MAGIC.to_le_bytes());
     let len = out.len() as u32;
     out[4..8].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c(&out[0..8]);
+    let crc = crate::crc::crc32c(&out[0..8]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -174,7 +174,7 @@ pub fn parse_pad(buf: &[u8]) -> Option<Result<usize, FrameError>> {
             needed: PAD_MIN_LEN,
         }));
     }
-    if crc32c::crc32c(&buf[0..8]) != rd_u32(buf, 8) {
+    if crate::crc::crc32c(&buf[0..8]) != rd_u32(buf, 8) {
         return Some(Err(FrameError::BadHeader("pad frame checksum mismatch")));
     }
     let len = rd_u32(buf, 4) as usize;
@@ -262,7 +262,7 @@ pub fn encode_batch(out: &mut [u8], stamp: BatchStamp, records: &[RecordIn]) {
     h[32..40].copy_from_slice(&stamp.timestamp.to_le_bytes());
     h[40..44].copy_from_slice(&stamp.generation.to_le_bytes());
     h[44..48].copy_from_slice(&0u32.to_le_bytes());
-    let crc = crc32c::crc32c(&h[8..BATCH_HEADER_LEN]);
+    let crc = crate::crc::crc32c(&h[8..BATCH_HEADER_LEN]);
     h[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -305,7 +305,7 @@ fn encode_record(out: &mut [u8], timestamp: u64, r: &RecordIn) -> usize {
         w.put(&h.value);
     }
     w.put(&r.payload);
-    let crc = crc32c::crc32c(&w.out[RECORD_FRAME_LEN..]);
+    let crc = crate::crc::crc32c(&w.out[RECORD_FRAME_LEN..]);
     w.out[0..4].copy_from_slice(&(body as u32).to_le_bytes());
     w.out[4..8].copy_from_slice(&crc.to_le_bytes());
     RECORD_FRAME_LEN + body
@@ -326,7 +326,7 @@ pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, FrameError> {
             needed: BATCH_HEADER_LEN,
         });
     }
-    if crc32c::crc32c(&buf[8..BATCH_HEADER_LEN]) != rd_u32(buf, 4) {
+    if crate::crc::crc32c(&buf[8..BATCH_HEADER_LEN]) != rd_u32(buf, 4) {
         return Err(FrameError::HeaderCrc);
     }
     let h = BatchHeader {
@@ -372,7 +372,7 @@ fn for_each_body(
             });
         }
         let body = &buf[start..start + len];
-        if crc32c::crc32c(body) != crc {
+        if crate::crc::crc32c(body) != crc {
             return Err(FrameError::RecordCrc { index });
         }
         f(index, body, start)?;
@@ -483,7 +483,7 @@ mod tests {
 
     fn sample(i: usize) -> RecordIn {
         RecordIn {
-            key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
+            key: i.is_multiple_of(2).then(|| Bytes::from(format!("key-{i}"))),
             tags: vec!["a".into(), format!("t{i}")],
             headers: vec![Header {
                 name: "h".into(),

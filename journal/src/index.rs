@@ -102,7 +102,7 @@ fn encode_entry(a: u64, b: u64) -> [u8; ENTRY_LEN] {
 }
 
 fn decode_entries(bytes: &[u8]) -> Result<Vec<(u64, u64)>, IndexDamage> {
-    if bytes.len() % ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return Err(IndexDamage::Torn);
     }
     let mut out = Vec::with_capacity(bytes.len() / ENTRY_LEN);

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod config;
+pub mod crc;
 pub mod engine;
 pub mod error;
 pub mod format;

@@ -80,7 +80,7 @@ impl ShardConfig {
         if self.segment_bytes < MIN_SEGMENT_BYTES || self.segment_bytes > u64::from(u32::MAX) {
             return bad("segment_bytes must be between 64 KiB and 4 GiB");
         }
-        if self.segment_bytes % 4096 != 0 {
+        if !self.segment_bytes.is_multiple_of(4096) {
             return bad("segment_bytes must be a multiple of 4096");
         }
         if self.fsync == FsyncPolicy::Interval && self.fsync_interval_ms == 0 {

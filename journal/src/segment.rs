@@ -150,7 +150,7 @@ where
         let rel = (pos - buf_pos) as usize;
         let window = buf.get(rel..).unwrap_or_default();
         let needed = match parse_pad(window) {
-            Some(Ok(len)) if (pos + len as u64) % ALIGN == 0 => {
+            Some(Ok(len)) if (pos + len as u64).is_multiple_of(ALIGN) => {
                 pos += len as u64;
                 continue;
             }
