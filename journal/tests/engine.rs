@@ -164,3 +164,62 @@ fn more_appends_than_the_queue_holds_all_get_acknowledged() {
     journal.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn appends_made_on_the_owning_core_skip_its_channel_and_behave_the_same() {
+    let dir = temp_dir("engine-local");
+    let journal = Journal::start(options(&dir)).unwrap();
+    let config = ShardConfig {
+        fsync: FsyncPolicy::Always,
+        ..ShardConfig::default()
+    };
+    block_on(journal.create_shard("here", config)).unwrap();
+    // The future of an append stays Send (usable from any runtime).
+    fn assert_send<T: Send>(_: &T) {}
+    let f = journal.append("here", vec![]);
+    assert_send(&f);
+    drop(f);
+    // 3,000 appends from tasks on the owning core: more than the writer's
+    // queue holds, so some wait for room.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let j = journal.clone();
+    journal
+        .run_on_core(journal.owner_core("here"), move || {
+            glommio::spawn_local(async move {
+                let tasks: Vec<_> = (0..3000u64)
+                    .map(|i| {
+                        let j = j.clone();
+                        glommio::spawn_local(async move {
+                            let r = RecordIn::from_payload(payload(i, 64));
+                            (i, j.append("here", vec![r]).await.unwrap().base_offset)
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await);
+                }
+                let missing = j.append("nowhere", vec![RecordIn::from_payload(payload(0, 8))]);
+                let empty = j.append("here", vec![]);
+                let errors = (missing.await.err(), empty.await.err());
+                let _ = tx.send((out, errors));
+            })
+            .detach();
+        })
+        .unwrap();
+    let (acks, errors) = rx.recv().unwrap();
+    assert!(matches!(errors.0, Some(JournalError::ShardNotFound(_))));
+    assert!(matches!(errors.1, Some(JournalError::InvalidArgument(_))));
+    let records = block_on(journal.read("here", 0, ALL)).unwrap();
+    assert_eq!(records.len(), 3000);
+    let mut offsets: Vec<u64> = acks.iter().map(|a| a.1).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..3000).collect::<Vec<u64>>());
+    for (i, offset) in acks {
+        assert_eq!(records[offset as usize].payload, payload(i, 64));
+    }
+    journal.stop();
+    // Once stopped, appends fail instead of reaching a closed core.
+    assert!(block_on(journal.append("here", vec![RecordIn::from_payload(payload(1, 8))])).is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -12,10 +12,59 @@ use std::time::Duration;
 
 use crate::engine::request::{Request, Response};
 use crate::error::{JournalError, Result};
-use crate::shard::{validate_name, AckTo, Shard};
+use crate::record::RecordIn;
+use crate::shard::{validate_name, AckTo, AppendAck, Shard};
 
 /// Requests being served at once on one core; more wait in the channel.
 const MAX_IN_FLIGHT: u64 = 4096;
+
+/// Tells the journals of one process apart (the address of a handle's
+/// shared state); 0 for a core that no [`Journal`](crate::Journal) knows.
+pub type JournalKey = usize;
+
+thread_local! {
+    /// The cores running on this thread, for appends made on the thread of
+    /// the core that owns the shard.
+    static LOCAL_CORES: RefCell<Vec<(JournalKey, usize, std::rc::Weak<Core>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// When core `core` of journal `key` runs on this thread: queues the
+/// append straight to the shard's writer (no trip through the core's
+/// channel) and returns where its outcome will come; otherwise gives the
+/// records back.
+pub fn append_here(
+    key: JournalKey,
+    core: usize,
+    shard: &str,
+    records: Vec<RecordIn>,
+) -> std::result::Result<flume::Receiver<Result<AppendAck>>, Vec<RecordIn>> {
+    if key == 0 {
+        return Err(records);
+    }
+    let found = LOCAL_CORES.with(|l| {
+        l.borrow()
+            .iter()
+            .find(|(k, c, _)| *k == key && *c == core)
+            .and_then(|(_, _, w)| w.upgrade())
+    });
+    let Some(core) = found else {
+        return Err(records);
+    };
+    let (tx, rx) = flume::bounded(1);
+    match core.shard(shard) {
+        Err(e) => {
+            let _ = tx.try_send(Err(e));
+        }
+        Ok(target) => {
+            if let Some(op) = target.append_to(records, AckTo::Local(tx)) {
+                // The writer's queue is full: a task waits for room.
+                glommio::spawn_local(async move { target.enqueue(op).await }).detach();
+            }
+        }
+    }
+    Ok(rx)
+}
 
 /// A message to a core.
 pub enum CoreMsg {
@@ -45,6 +94,9 @@ pub struct CoreSpec {
     pub retention_check: Duration,
     /// The RPC listener to serve, with the handle its connections use.
     pub listen: Option<(std::net::SocketAddr, crate::engine::Journal)>,
+    /// The journal this core belongs to, so that its handle's appends made
+    /// on this thread skip the channel (0: they always use it).
+    pub journal: JournalKey,
 }
 
 struct Core {
@@ -83,6 +135,13 @@ pub async fn run_core(
         None => None,
     };
     let _ = ready.send(Ok(()));
+    let local = (core.spec.journal, core.spec.id);
+    if local.0 != 0 {
+        LOCAL_CORES.with(|l| {
+            l.borrow_mut()
+                .push((local.0, local.1, Rc::downgrade(&core)))
+        });
+    }
     let stopping = Rc::new(std::cell::Cell::new(false));
     let ticker = glommio::spawn_local(retention_loop(core.clone(), stopping.clone()));
     let permits = Rc::new(glommio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -128,6 +187,7 @@ pub async fn run_core(
             }
         }
     }
+    LOCAL_CORES.with(|l| l.borrow_mut().retain(|(k, c, _)| (*k, *c) != local));
     stopping.set(true);
     drop(server);
     let _ = permits.acquire(MAX_IN_FLIGHT).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::engine::core::{owner, run_core, CoreMsg, CoreSpec};
+use crate::engine::core::{append_here, owner, run_core, CoreMsg, CoreSpec, JournalKey};
 pub use crate::engine::request::{Request, Response};
 use crate::error::{JournalError, Result};
 use crate::meta::ShardConfig;
@@ -104,6 +104,7 @@ impl Journal {
                 root: opts.dir.clone(),
                 retention_check: opts.retention_check,
                 listen: rpc_addr.map(|a| (a, journal.clone())),
+                journal: journal.key(),
             };
             let placement = if opts.pin {
                 Placement::Fixed(id)
@@ -179,6 +180,11 @@ impl Journal {
             .map_err(|_| JournalError::Stopped)
     }
 
+    /// Tells this journal's cores from another journal's in the process.
+    fn key(&self) -> JournalKey {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
     /// The core that owns shard `name`.
     pub fn owner_core(&self, name: &str) -> usize {
         owner(name, self.cores())
@@ -252,7 +258,19 @@ impl Journal {
     }
 
     /// Appends a batch; resolves once acknowledged under the shard's policy.
+    /// Called on the thread of the core that owns the shard, it goes
+    /// straight to the shard's writer.
     pub async fn append(&self, shard: &str, records: Vec<RecordIn>) -> Result<AppendAck> {
+        let owner = owner(shard, self.cores());
+        let records = match append_here(self.key(), owner, shard, records) {
+            Ok(answer) => {
+                return answer
+                    .recv_async()
+                    .await
+                    .map_err(|_| JournalError::Stopped)?
+            }
+            Err(records) => records,
+        };
         let req = Request::Append {
             shard: shard.to_string(),
             records,
