@@ -84,8 +84,9 @@ impl ConnIo {
     pub(crate) fn encode(&self, packets: Vec<Packet>, limit: usize) -> (u64, u64) {
         let mut buf = self.buf.borrow_mut();
         let (mut sent, mut dropped) = (0, 0);
-        for p in packets {
-            if matches!(&p, Packet::Publish(p) if p.qos == QoS::AtMostOnce) && buf.len() >= limit {
+        // By reference: a `Packet` is ~470 bytes, moving it out is a copy.
+        for p in &packets {
+            if matches!(p, Packet::Publish(p) if p.qos == QoS::AtMostOnce) && buf.len() >= limit {
                 dropped += 1;
                 continue;
             }

@@ -249,9 +249,8 @@ impl Session {
         for (packet_id, state) in inflight {
             match &state {
                 Outbound::Qos1Sent(d) | Outbound::Qos2Sent(d) => {
-                    match self.build_publish(d, packet_id, true, now) {
-                        Some(p) => self.out.push(Packet::Publish(p)),
-                        None => continue,
+                    if !self.push_publish(d, packet_id, true, now) {
+                        continue;
                     }
                 }
                 Outbound::Qos2Released => {
@@ -468,19 +467,16 @@ impl Session {
             return true;
         }
         if delivery.qos == QoS::AtMostOnce {
-            if let Some(p) = self.build_publish(delivery, 0, false, now) {
-                self.out.push(Packet::Publish(p));
-            }
+            self.push_publish(delivery, 0, false, now);
             return true;
         }
         if self.inflight.len() >= self.window() {
             return false;
         }
         let packet_id = self.allocate_packet_id();
-        let Some(p) = self.build_publish(delivery, packet_id, false, now) else {
+        if !self.push_publish(delivery, packet_id, false, now) {
             return true;
-        };
-        self.out.push(Packet::Publish(p));
+        }
         let state = if delivery.qos == QoS::AtLeastOnce {
             Outbound::Qos1Sent(delivery.clone())
         } else {
@@ -501,26 +497,30 @@ impl Session {
         }
     }
 
-    /// Builds the PUBLISH for a delivery on the current link: expiry left,
-    /// subscription ids, topic alias. `None` (and a counter) when the
-    /// message expired or is larger than the client accepts.
-    fn build_publish(
+    /// Appends the PUBLISH for a delivery on the current link to the
+    /// output: expiry left, subscription ids, topic alias. Built in place
+    /// (a `Packet` is ~470 bytes: each move is a copy). `false` (and a
+    /// counter) when the message expired or is larger than the client
+    /// accepts.
+    fn push_publish(
         &mut self,
         delivery: &Delivery,
         packet_id: u16,
         dup: bool,
         now: Instant,
-    ) -> Option<Publish> {
-        let link = self.link.as_mut()?;
+    ) -> bool {
+        let Some(link) = self.link.as_mut() else {
+            return false;
+        };
         let m = &delivery.message;
         if m.is_expired(now) {
             self.counters.dropped_expired += 1;
-            return None;
+            return false;
         }
         let mut properties = m.properties.clone();
         properties.message_expiry_interval = m.remaining_expiry(now);
         properties.subscription_identifiers = delivery.subscription_ids.clone();
-        let packet = Packet::Publish(Publish {
+        self.out.push(Packet::Publish(Publish {
             dup: dup && delivery.qos != QoS::AtMostOnce,
             qos: delivery.qos,
             retain: delivery.retain,
@@ -528,15 +528,16 @@ impl Session {
             packet_id,
             properties,
             payload: m.payload.clone(),
-        });
-        if !link.fits_with_alias(&packet) {
+        }));
+        let fits = self.out.last().is_some_and(|p| link.fits_with_alias(p));
+        if !fits {
+            self.out.pop();
             self.counters.dropped_too_large += 1;
-            return None;
+            return false;
         }
-        let Packet::Publish(mut publish) = packet else {
-            unreachable!("built as a PUBLISH above");
-        };
-        link.apply_outbound_alias(&mut publish);
-        Some(publish)
+        if let Some(Packet::Publish(publish)) = self.out.last_mut() {
+            link.apply_outbound_alias(publish);
+        }
+        true
     }
 }
