@@ -187,7 +187,17 @@ fn a_subscriber_that_never_reads_is_slow_and_memory_stays_bounded() {
         "RSS grew by {grown} bytes while {sent} bytes were sent to a subscriber that reads nothing"
     );
     assert!(n > 0, "the side pair was served during the flood");
-    // The broker says why: a slow subscriber, with its drops counted.
+    // The broker says why: a slow subscriber, logged and counted in $SYS.
     assert!(b.log().contains("slow subscriber"), "{}", b.log());
+    assert_eq!(
+        watcher.subscribe(2, "$SYS/brokers/1/subscribers/slow", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
+    let slow = eventually(Duration::from_secs(4), || {
+        let p = watcher.expect_publish();
+        let n: u64 = String::from_utf8_lossy(&p.payload).parse().ok()?;
+        (n >= 1).then_some(n)
+    });
+    assert!(slow.is_some(), "$SYS counts the slow subscriber");
     drop(stuck);
 }

@@ -26,6 +26,8 @@ pub struct CoreMetrics {
     pub protocol_errors: AtomicU64,
     /// Subscribers found slow: congested longer than `slow_subscriber_ms`.
     pub slow_subscribers: AtomicU64,
+    /// Publisher connections of this core held by back-pressure now.
+    pub publishers_held: AtomicI64,
 }
 
 /// The counters of every core.
@@ -55,6 +57,8 @@ pub struct MetricsSnapshot {
     pub protocol_errors: u64,
     /// Slow subscribers found.
     pub slow_subscribers: u64,
+    /// Publisher connections held now.
+    pub publishers_held: i64,
 }
 
 impl Metrics {
@@ -83,6 +87,7 @@ impl Metrics {
             s.messages_dropped += c.messages_dropped.load(Relaxed);
             s.protocol_errors += c.protocol_errors.load(Relaxed);
             s.slow_subscribers += c.slow_subscribers.load(Relaxed);
+            s.publishers_held += c.publishers_held.load(Relaxed);
         }
         s
     }

@@ -146,7 +146,17 @@ impl CoreBroker {
 
     /// A connection of this core closed: it is held no more.
     pub(super) fn forget_publisher(&mut self, conn: ConnId) {
-        self.pressure.held.remove(&conn);
+        if self.pressure.held.remove(&conn).is_some() {
+            self.held_gauge(-1);
+        }
+    }
+
+    fn held_gauge(&self, delta: i64) {
+        self.ctx
+            .metrics
+            .core(self.ctx.core)
+            .publishers_held
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Another core's subscriber holds (`hold`) or releases a connection
@@ -277,6 +287,7 @@ impl CoreBroker {
         *count += 1;
         if *count == 1 {
             self.pressure.changes.push((conn, true));
+            self.held_gauge(1);
         }
     }
 
@@ -289,6 +300,7 @@ impl CoreBroker {
         if *count == 0 {
             self.pressure.held.remove(&conn);
             self.pressure.changes.push((conn, false));
+            self.held_gauge(-1);
         }
     }
 }

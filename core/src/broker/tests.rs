@@ -542,6 +542,8 @@ fn congested_subscriber_holds_publishers_on_both_cores_until_it_drains() {
     s.publish(s.remote_pub.clone());
     assert!(s.held(&s.local_pub), "the local publisher is held");
     assert!(s.held(&s.remote_pub), "the remote publisher is held");
+    let metrics = s.h.cores[0].context().metrics.clone();
+    assert_eq!(metrics.snapshot().publishers_held, 2);
     let core = s.h.owner(&s.local_pub.1);
     assert!(s.h.cores[core]
         .take_hold_changes()
@@ -552,6 +554,7 @@ fn congested_subscriber_holds_publishers_on_both_cores_until_it_drains() {
     assert!(s.h.cores[core]
         .take_hold_changes()
         .contains(&(s.local_pub.0, false)));
+    assert_eq!(metrics.snapshot().publishers_held, 0);
 }
 
 #[test]
