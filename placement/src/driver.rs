@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use crate::keys;
 use crate::node::{Input, MemberInfo, Query, QueryResult, Reply, StatusInfo};
 use crate::state::{Applied, StateMachine};
-use crate::storage::{bootstrap_snapshot, DiskStorage, StoreError};
+use crate::storage::{bootstrap_snapshot, DiskStorage, SnapshotReport};
 use crate::transport::Transport;
 
 /// Inputs taken in one turn at most.
@@ -79,7 +79,7 @@ pub struct Driver {
     /// Addresses from the configuration, for members the state does not name.
     config_peers: BTreeMap<u64, SocketAddr>,
     /// The snapshot writer's report (never, when none runs).
-    snapshot_done: Receiver<Result<Snapshot, StoreError>>,
+    snapshot_done: Receiver<SnapshotReport>,
 }
 
 /// Opens the storage and builds the loop (not started).

@@ -88,16 +88,35 @@ struct Segment {
     prev_index: u64,
 }
 
+/// An empty segment file made (and made durable) ahead of time, so starting
+/// a segment costs the Raft loop no fsync.
+#[derive(Debug)]
+struct Spare {
+    seq: u64,
+    file: File,
+}
+
+/// What the snapshot thread hands back: the snapshot, durable, and the next
+/// spare segment.
+#[derive(Debug)]
+pub struct SnapshotWritten {
+    snap: Snapshot,
+    spare: Option<Spare>,
+}
+
+/// The snapshot thread's report.
+pub type SnapshotReport = Result<SnapshotWritten, StoreError>;
+
 /// A snapshot being written by its own thread.
 struct SnapshotJob {
     index: u64,
-    done: Receiver<Result<Snapshot, StoreError>>,
+    done: Receiver<SnapshotReport>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SnapshotJob {
     /// Waits for the thread; its result.
-    fn wait(mut self) -> Result<Snapshot, StoreError> {
+    fn wait(mut self) -> SnapshotReport {
         let result = self.done.recv().unwrap_or(Err(StoreError::Stopped));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -116,6 +135,14 @@ pub struct DiskStorage {
     pending: Vec<u8>,
     /// Bytes written to the current segment.
     segment_bytes: u64,
+    /// Whether the pending records include entries.
+    pending_entries: bool,
+    /// Whether the current segment's first records are durable (a segment
+    /// started in a spare file gets them with the next sync).
+    current_durable: bool,
+    /// The next segment number to hand out (segments and spares).
+    next_seq: u64,
+    spare: Option<Spare>,
     segments: Vec<Segment>,
     hard_state: HardState,
     snapshot: Snapshot,
@@ -213,11 +240,19 @@ impl DiskStorage {
             seq: next_seq,
             prev_index: last.0,
         });
+        let spare = Spare {
+            seq: next_seq + 1,
+            file: wal::create_segment(dir, next_seq + 1, &[])?,
+        };
         Ok(DiskStorage {
             dir: dir.to_path_buf(),
             wal: file,
             pending: Vec::new(),
             segment_bytes: 0,
+            pending_entries: false,
+            current_durable: true,
+            next_seq: next_seq + 2,
+            spare: Some(spare),
             segments,
             hard_state,
             snapshot,
@@ -309,6 +344,7 @@ impl DiskStorage {
             put_message(&mut body, e);
         }
         push_record(&mut self.pending, KIND_ENTRIES, &body);
+        self.pending_entries = true;
         Ok(())
     }
 
@@ -339,6 +375,8 @@ impl DiskStorage {
         self.wal.sync_data().map_err(io_err("fsync", &path))?;
         self.segment_bytes += self.pending.len() as u64;
         self.pending.clear();
+        self.pending_entries = false;
+        self.current_durable = true;
         if self.segment_bytes >= wal::SEGMENT_BYTES {
             self.roll(KIND_SEGMENT_START)?;
         }
@@ -352,13 +390,41 @@ impl DiskStorage {
     /// Starts a new segment. `KIND_LOG_START` makes it a restart of the log
     /// (after a received snapshot), so the older segments no longer count.
     fn roll(&mut self, kind: u8) -> Result<(), StoreError> {
-        // What is buffered belongs to the segment before.
-        if !self.pending.is_empty() {
+        // Entries buffered belong to the segment before (the new one says
+        // it starts after them).
+        if self.pending_entries {
             self.sync()?;
         }
-        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let header = self.segment_header(kind);
-        self.wal = wal::create_segment(&self.dir, seq, &header)?;
+        let current = self.segments.last().map_or(0, |s| s.seq);
+        let seq = match self.spare.take() {
+            Some(spare) if spare.seq > current => {
+                // Already durable in the directory: its first records go
+                // out with the next sync, ahead of what is buffered (hard
+                // states only, the last of which the header repeats).
+                let mut pending = header;
+                pending.append(&mut self.pending);
+                self.pending = pending;
+                self.wal = spare.file;
+                self.current_durable = false;
+                spare.seq
+            }
+            stale => {
+                if let Some(spare) = stale {
+                    let path = wal::segment_path(&self.dir, spare.seq);
+                    drop(spare);
+                    fs::remove_file(&path).map_err(io_err("delete", &path))?;
+                }
+                if !self.pending.is_empty() {
+                    self.sync()?;
+                }
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.wal = wal::create_segment(&self.dir, seq, &header)?;
+                self.current_durable = true;
+                seq
+            }
+        };
         self.segments.push(Segment {
             seq,
             prev_index: self.last_index(),
@@ -385,6 +451,9 @@ impl DiskStorage {
         self.snapshot = snap;
         self.reconcile_with_snapshot();
         self.roll(KIND_LOG_START)?;
+        // The restart and the hard state are durable before what they
+        // replace goes.
+        self.sync()?;
         let seq = self.segments.last().map_or(0, |s| s.seq);
         self.segments.retain(|s| s.seq >= seq);
         wal::delete_below(&self.dir, seq)
@@ -421,12 +490,27 @@ impl DiskStorage {
         meta.term = term;
         meta.set_conf_state(conf_state);
         self.roll(KIND_SEGMENT_START)?;
+        // The thread also makes the next spare segment, if the roll used it.
+        let spare_seq = self.spare.is_none().then(|| {
+            self.next_seq += 1;
+            self.next_seq - 1
+        });
         let (tx, done) = channel::bounded(1);
         let dir = self.dir.clone();
         let thread = std::thread::Builder::new()
             .name("placement-snap".into())
             .spawn(move || {
-                let result = write_snapshot_file(&dir, &snap).map(|()| snap);
+                let result = write_snapshot_file(&dir, &snap).map(|()| {
+                    let spare =
+                        spare_seq.and_then(|seq| match wal::create_segment(&dir, seq, &[]) {
+                            Ok(file) => Some(Spare { seq, file }),
+                            Err(e) => {
+                                tracing::warn!("cannot make a spare log segment: {e}");
+                                None
+                            }
+                        });
+                    SnapshotWritten { snap, spare }
+                });
                 let _ = tx.send(result);
             })
             .map_err(io_err("spawn the snapshot writer for", &self.dir))?;
@@ -439,7 +523,7 @@ impl DiskStorage {
     }
 
     /// Where the snapshot thread reports (never, when none runs).
-    pub fn snapshot_done(&self) -> Receiver<Result<Snapshot, StoreError>> {
+    pub fn snapshot_done(&self) -> Receiver<SnapshotReport> {
         match &self.snapshotting {
             Some(job) => job.done.clone(),
             None => channel::never(),
@@ -463,20 +547,36 @@ impl DiskStorage {
             return Ok(None);
         };
         let index = job.index;
-        let snap = job.wait()?;
-        self.snapshot = snap;
+        let written = job.wait()?;
+        self.snapshot = written.snap;
+        if let Some(spare) = written.spare {
+            let current = self.segments.last().map_or(0, |s| s.seq);
+            if self.spare.is_none() && spare.seq > current {
+                self.spare = Some(spare);
+            } else {
+                // A segment was started without it meanwhile.
+                let path = wal::segment_path(&self.dir, spare.seq);
+                drop(spare);
+                fs::remove_file(&path).map_err(io_err("delete", &path))?;
+            }
+        }
         let to = index.saturating_sub(keep).max(self.log_start.0);
         if let Some(term) = self.term_of(to) {
             let drop = (to - self.log_start.0) as usize;
             self.entries.drain(..drop.min(self.entries.len()));
             self.log_start = (to, term);
         }
-        // A segment can go when the next one starts at or before `to`.
-        let keep_from = self
+        // A segment can go when the next one starts at or before `to`; and
+        // not the one before the current one while the current one's first
+        // records (the hard state) are not yet durable.
+        let mut keep_from = self
             .segments
             .iter()
             .rposition(|s| s.prev_index <= to)
             .unwrap_or(0);
+        if !self.current_durable {
+            keep_from = keep_from.min(self.segments.len().saturating_sub(2));
+        }
         if keep_from > 0 {
             let seq = self.segments[keep_from].seq;
             self.segments.drain(..keep_from);
@@ -877,9 +977,14 @@ mod tests {
         ConfState::from((vec![1, 2, 3], vec![]))
     }
 
+    /// The last segment holding anything (the spare after it is empty).
     fn last_segment(dir: &Path) -> PathBuf {
         let seqs = wal::list_segments(dir).unwrap();
-        wal::segment_path(dir, *seqs.last().unwrap())
+        seqs.iter()
+            .rev()
+            .map(|s| wal::segment_path(dir, *s))
+            .find(|p| fs::metadata(p).unwrap().len() > 0)
+            .unwrap()
     }
 
     fn indexes(s: &DiskStorage, low: u64) -> Vec<(u64, u64)> {
@@ -1015,8 +1120,9 @@ mod tests {
         // the last snapshot's retained tail may reach into) at most, plus
         // the one a snapshot just started.
         let files = wal::list_segments(&dir).unwrap();
-        assert!(files.len() <= 3, "segments left: {files:?}");
-        assert_eq!(files.len(), s.segment_count());
+        // Plus at most one empty spare made ahead of the next roll.
+        assert!(files.len() <= 4, "segments left: {files:?}");
+        assert!(files.len() <= s.segment_count() + 1, "{files:?}");
         s.append(&[entry(index + 1, 3, b"z")]).unwrap();
         s.sync().unwrap();
         drop(s);
@@ -1051,6 +1157,35 @@ mod tests {
         assert!(s.first_index().unwrap() <= 11);
         assert_eq!(Storage::last_index(&s).unwrap(), 30);
         assert_eq!(s.initial_state().unwrap().hard_state.commit, 30);
+    }
+
+    #[test]
+    fn crash_before_a_segment_started_in_a_spare_is_synced() {
+        let dir = tempdir("crash-spare");
+        let mut s = DiskStorage::open(&dir, boot()).unwrap();
+        for round in 0..3u64 {
+            let base = 2 + round * 10;
+            let ents: Vec<_> = (base..base + 10).map(|i| entry(i, 2, b"x")).collect();
+            s.append(&ents).unwrap();
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: base + 9,
+                ..Default::default()
+            };
+            s.set_hard_state(hs);
+            s.sync().unwrap();
+            // Starts a segment in the spare: its header is only buffered.
+            s.snapshot_now(base + 9, cs(), b"img".to_vec(), 0).unwrap();
+        }
+        // The process dies before anything else is synced.
+        drop(s);
+        let s = DiskStorage::open(&dir, None).unwrap();
+        assert_eq!(Storage::last_index(&s).unwrap(), 31);
+        assert_eq!(s.term(31).unwrap(), 2);
+        let hs = s.initial_state().unwrap().hard_state;
+        assert_eq!((hs.term, hs.vote, hs.commit), (2, 1, 31));
+        assert_eq!(s.snapshot_ref().get_metadata().index, 31);
     }
 
     #[test]
