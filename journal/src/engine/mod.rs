@@ -172,7 +172,9 @@ impl Journal {
     /// Runs `f` on the thread of core `core` (modulo the number of cores),
     /// where it may spawn local tasks: an application that appends from
     /// the core owning the shard saves a thread hop per append and per
-    /// acknowledgement. `f` must not block.
+    /// acknowledgement. `f` must not block. The call itself blocks while
+    /// the core's queue is full (call it from a plain thread, or from an
+    /// executor only when that cannot deadlock).
     pub fn run_on_core(&self, core: usize, f: impl FnOnce() + Send + 'static) -> Result<()> {
         let cores = &self.inner.cores;
         cores[core % cores.len()]
