@@ -205,6 +205,11 @@ impl Journal {
     /// Serves any request: routed to the shard's owner, or gathered from
     /// every core for [`Request::ListShards`].
     pub async fn call(&self, req: Request) -> Result<Response> {
+        if let Request::Append { shard, records } = req {
+            // Straight to the writer when on the owning core's thread (the
+            // RPC server's connections run on the journal's cores).
+            return self.append(&shard, records).await.map(Response::Appended);
+        }
         match req.shard() {
             Some(shard) => {
                 let core = owner(shard, self.cores());
@@ -277,7 +282,7 @@ impl Journal {
             shard: shard.to_string(),
             records,
         };
-        match self.call(req).await? {
+        match self.call_core(owner, req).await? {
             Response::Appended(a) => Ok(a),
             other => Err(unexpected(other)),
         }
