@@ -203,7 +203,7 @@ impl Driver {
         tracing::info!(id = self.id, "placement raft loop stopped");
     }
 
-    /// Handles `first` and whatever else is waiting; false to stop.
+    /// Handles the inputs already waiting (up to `TURN_INPUTS`); false to stop.
     fn take_inputs(&mut self) -> bool {
         for _ in 0..TURN_INPUTS {
             match self.inbox.try_recv() {
