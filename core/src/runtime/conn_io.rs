@@ -268,7 +268,7 @@ async fn write_task(core: Rc<Core>, io: Rc<ConnIo>) {
             failed = true;
             break;
         }
-        core.count_bytes_sent(spare.len());
+        core.with_metrics(|m| m.bytes_sent.fetch_add(spare.len() as u64, Relaxed));
         spare.clear();
         io.drained.notify();
         let high = core.config().backpressure_bytes;
@@ -283,16 +283,5 @@ async fn write_task(core: Rc<Core>, io: Rc<ConnIo>) {
     io.writing.set(false);
     if failed || io.closed.get() {
         io.finish();
-    }
-}
-
-impl Core {
-    pub(crate) fn count_bytes_sent(&self, n: usize) {
-        let broker = self.broker.borrow();
-        let metrics = &broker.context().metrics;
-        metrics
-            .core(broker.core())
-            .bytes_sent
-            .fetch_add(n as u64, Relaxed);
     }
 }

@@ -266,11 +266,6 @@ async fn read_loop(
         if n == 0 {
             return;
         }
-        let broker = core.broker.borrow();
-        let metrics = &broker.context().metrics;
-        metrics
-            .core(broker.core())
-            .bytes_received
-            .fetch_add(n as u64, Relaxed);
+        core.with_metrics(|m| m.bytes_received.fetch_add(n as u64, Relaxed));
     }
 }

@@ -18,6 +18,7 @@ use super::connection;
 use super::notify::LocalNotify;
 use super::{CoreEvent, HandOff, MeshMsg};
 use crate::broker::mesh::{batch_weight, MESH_WINDOW};
+use crate::broker::metrics::CoreMetrics;
 use crate::broker::{BrokerContext, ConnId, CoreBroker};
 use crossbeam_utils::CachePadded;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -100,6 +101,12 @@ impl Core {
             .borrow_mut()
             .push((core, MeshMsg::HandOff(h)));
         self.mesh_notify.notify();
+    }
+
+    /// Runs `f` on this core's counters.
+    pub(crate) fn with_metrics<R>(&self, f: impl FnOnce(&CoreMetrics) -> R) -> R {
+        let broker = self.broker.borrow();
+        f(broker.context().metrics.core(broker.core()))
     }
 
     /// Whether readers should wait for the other cores to catch up.
