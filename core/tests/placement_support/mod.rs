@@ -22,10 +22,27 @@ pub fn election_timeout() -> Duration {
     Duration::from_millis(TICK_MS * ELECTION_TICKS)
 }
 
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, below the kernel's ephemeral range
+/// (32768-60999 here): members are killed and restarted on their port,
+/// and a port from the ephemeral range can be taken meanwhile by any
+/// outgoing connection on the machine (seen: "Address already in use"
+/// on a restart while benchmarks ran beside the tests).
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A multiplicative hash spreads the tries over 20000-32000.
+        let port = 20_000
+            + ((seed.wrapping_add(n).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local addr");
+        }
+    }
 }
 
 /// Timings and compaction of a test group.
