@@ -9,14 +9,18 @@
 //! reading that socket (the hold is a message when the publisher is on
 //! another core). The holds are released when the subscriber drains (a
 //! quarter of the byte threshold, a sixteenth of the queue), goes offline,
-//! or stays congested for `slow_subscriber_ms`: then it is a slow
+//! or makes too little progress for `slow_subscriber_ms`: less than a
+//! quarter of `backpressure_bytes` written to it and fewer acknowledgements
+//! than a sixteenth of the queue in that time. Then it is a slow
 //! subscriber, which holds nobody until it has drained once, and its
 //! messages meet the usual limits (QoS 0 dropped beyond
 //! `max_outbound_buffer_bytes`, the queue's drop policy).
 //!
 //! A publisher is therefore held at most `slow_subscriber_ms` by a
-//! subscriber that makes no progress, and for as long as it outpaces one
-//! that does. Memory stays bounded either way: the holds cap what arrives,
+//! subscriber that stalls (or crawls below about 32 KiB/s at the
+//! defaults), and for as long as it outpaces one that keeps reading: a
+//! flood is slowed to its readers' pace instead of being read and
+//! dropped. Memory stays bounded either way: the holds cap what arrives,
 //! the limits cap what stays.
 
 use crate::hash::HashMap;
@@ -35,8 +39,13 @@ const MAX_WAITERS: usize = 4096;
 /// A congested subscriber session.
 #[derive(Debug)]
 struct Congestion {
-    /// When it became congested.
+    /// When the current progress window started (at congestion, then
+    /// every `slow_subscriber_ms` while it keeps making progress).
     since: Instant,
+    /// Bytes written to it in the current window.
+    written: u64,
+    /// Acknowledgements from it in the current window.
+    acked: u64,
     /// Its unwritten bytes are over the threshold.
     buffer_full: bool,
     /// Its queue is over the threshold.
@@ -84,6 +93,17 @@ impl CoreBroker {
         }
     }
 
+    /// The runtime's report of bytes written to a congested connection:
+    /// progress, which keeps its subscriber from counting as slow.
+    pub fn on_write_progress(&mut self, conn: ConnId, bytes: usize) {
+        let Some(entry) = self.conns.get(&conn) else {
+            return;
+        };
+        if let Some(c) = self.pressure.congested.get_mut(&entry.client_id) {
+            c.written += bytes as u64;
+        }
+    }
+
     /// After a delivery to `client_id`: notes a queue over its threshold,
     /// and holds the message's publisher while the subscriber is congested.
     pub(super) fn after_delivery(&mut self, client_id: &str, origin: Option<Origin>, now: Instant) {
@@ -126,6 +146,7 @@ impl CoreBroker {
         let Some(c) = self.pressure.congested.get_mut(client_id) else {
             return;
         };
+        c.acked += 1;
         if c.queue_full
             && self
                 .sessions
@@ -169,14 +190,25 @@ impl CoreBroker {
         }
     }
 
-    /// Periodic: subscribers congested too long become slow and release
-    /// their publishers; held publishers count as alive for keep-alive
-    /// (their packets wait unread in the socket).
+    /// Periodic: subscribers that made too little progress in a window
+    /// of `slow_subscriber_ms` become slow and release their publishers;
+    /// held publishers count as alive for keep-alive (their packets wait
+    /// unread in the socket).
     pub(super) fn pressure_tick(&mut self, now: Instant) {
         let limit = Duration::from_millis(self.ctx.config.slow_subscriber_ms);
+        let min_written = (self.ctx.config.backpressure_bytes / 4) as u64;
+        let min_acked = self.queue_low().max(1) as u64;
         let mut released = Vec::new();
         for (client_id, c) in &mut self.pressure.congested {
-            if !c.slow && now.duration_since(c.since) >= limit {
+            if c.slow || now.duration_since(c.since) < limit {
+                continue;
+            }
+            if c.written >= min_written || c.acked >= min_acked {
+                // Still reading: a new window, the publishers stay held.
+                c.since = now;
+                c.written = 0;
+                c.acked = 0;
+            } else {
                 c.slow = true;
                 self.ctx
                     .metrics
@@ -229,6 +261,8 @@ impl CoreBroker {
             .entry(client_id.clone())
             .or_insert_with(|| Congestion {
                 since: now,
+                written: 0,
+                acked: 0,
                 buffer_full: false,
                 queue_full: false,
                 slow: false,

@@ -623,3 +623,38 @@ fn held_publishers_are_not_timed_out_by_keep_alive() {
         "still connected"
     );
 }
+
+#[test]
+fn a_subscriber_that_keeps_acknowledging_is_not_slow_and_keeps_its_publishers_held() {
+    fn ids(packets: &[Packet]) -> Vec<u16> {
+        packets
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.packet_id),
+                _ => None,
+            })
+            .collect()
+    }
+    let mut s = HoldSetup::new(small_queue_config());
+    for _ in 0..6 {
+        s.publish(s.remote_pub.clone());
+    }
+    assert!(s.held(&s.remote_pub));
+    let (conn, client) = s.sub.clone();
+    let mut inflight = ids(&s.h.output(conn));
+    let window = Duration::from_millis(MqttConfig::default().slow_subscriber_ms);
+    // Each window the subscriber acknowledges one message (the queue's low
+    // mark, 8 / 16, rounds up to one acknowledgement) and more arrive.
+    for _ in 0..3 {
+        let id = inflight.remove(0);
+        let out = s.h.send(conn, &client, Packet::PubAck(PubReply::new(id)));
+        inflight.extend(ids(&out));
+        s.publish(s.remote_pub.clone());
+        inflight.extend(ids(&s.h.output(conn)));
+        s.h.advance(window + Duration::from_millis(200));
+        assert!(s.held(&s.remote_pub), "progress keeps the hold");
+    }
+    let totals = s.h.cores[0].context().metrics.snapshot();
+    assert_eq!(totals.slow_subscribers, 0);
+    assert_eq!(totals.messages_dropped, 0);
+}

@@ -187,6 +187,11 @@ impl ConnIo {
         true
     }
 
+    /// Over `backpressure_bytes` unwritten, as last told to the broker.
+    pub(crate) fn is_congested(&self) -> bool {
+        self.congested.get()
+    }
+
     /// Whether the unwritten bytes just fell to a quarter of `high`.
     pub(crate) fn became_drained(&self, high: usize) -> bool {
         if !self.congested.get() || self.buffered() > high / 4 {
@@ -264,11 +269,26 @@ async fn write_task(core: Rc<Core>, io: Rc<ConnIo>) {
         if spare.is_empty() {
             break;
         }
-        if half.write_all(&spare).await.is_err() {
-            failed = true;
+        // Write by parts as the socket takes them: a slow reader's progress
+        // is reported as it happens, not once a large batch is all out.
+        let mut written = 0;
+        while written < spare.len() {
+            let n = match half.write(&spare[written..]).await {
+                Ok(0) | Err(_) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => n,
+            };
+            written += n;
+            core.with_metrics(|m| m.bytes_sent.fetch_add(n as u64, Relaxed));
+            if io.congested.get() {
+                core.broker.borrow_mut().on_write_progress(io.id, n);
+            }
+        }
+        if failed {
             break;
         }
-        core.with_metrics(|m| m.bytes_sent.fetch_add(spare.len() as u64, Relaxed));
         spare.clear();
         io.drained.notify();
         let high = core.config().backpressure_bytes;

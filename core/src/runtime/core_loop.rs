@@ -144,6 +144,9 @@ impl Core {
                 core_metrics
                     .bytes_sent
                     .fetch_add(n as u64, Ordering::Relaxed);
+                if n > 0 && io.is_congested() {
+                    broker.on_write_progress(id, n);
+                }
             }
             if io.became_congested(high) {
                 broker.on_write_buffer(id, true, Instant::now());
