@@ -3,19 +3,10 @@
 
 mod placement_support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use placement_support::{Cluster, Opts};
-
-fn ctl(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_robust-ctl"))
-        .arg("--placement")
-        .arg(addr)
-        .args(args)
-        .output()
-        .expect("run robust-ctl")
-}
+use placement_support::{ctl, Cluster, Opts};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()

@@ -5,19 +5,9 @@
 
 mod placement_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use placement_support::{Cluster, Opts};
-
-fn ctl(addr: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_robust-ctl"))
-        .arg("--placement")
-        .arg(addr)
-        .args(args)
-        .output()
-        .expect("run robust-ctl")
-}
+use placement_support::{ctl, Cluster, Opts};
 
 fn voters(c: &Cluster, id: u64) -> Vec<u64> {
     let st = c.client_of(id, Duration::from_secs(2)).status().unwrap();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use robustmq_placement::client::{BlockingClient, Client};
@@ -246,4 +246,14 @@ impl Drop for Cluster {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Runs `robust-ctl --placement ADDR ARGS...` and returns what it did.
+pub fn ctl(addr: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_robust-ctl"))
+        .arg("--placement")
+        .arg(addr)
+        .args(args)
+        .output()
+        .expect("run robust-ctl")
 }
