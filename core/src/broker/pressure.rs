@@ -106,20 +106,33 @@ impl CoreBroker {
 
     /// After a delivery to `client_id`: notes a queue over its threshold,
     /// and holds the message's publisher while the subscriber is congested.
-    pub(super) fn after_delivery(&mut self, client_id: &str, origin: Option<Origin>, now: Instant) {
+    /// `conn` and `queued` are the subscriber's, as the delivery left them.
+    pub(super) fn after_delivery(
+        &mut self,
+        client_id: &str,
+        conn: Option<ConnId>,
+        queued: usize,
+        origin: Option<Origin>,
+        now: Instant,
+    ) {
         if self.ctx.config.backpressure_bytes == 0 {
             return;
         }
-        let Some(entry) = self.sessions.get(client_id) else {
+        let Some(conn) = conn else {
             return;
         };
-        let Some(conn) = entry.conn else {
+        if queued >= self.queue_high() {
+            // Rare: the session's own id, to key the entry without a copy.
+            if let Some(id) = self
+                .sessions
+                .get(client_id)
+                .map(|e| e.session.client_id().clone())
+            {
+                self.congestion_entry(&id, now).queue_full = true;
+            }
+        } else if self.pressure.congested.is_empty() {
+            // The common case: nothing congested on this core.
             return;
-        };
-        let queue_full = entry.session.queued_len() >= self.queue_high();
-        if queue_full {
-            let id = entry.session.client_id().clone();
-            self.congestion_entry(&id, now).queue_full = true;
         }
         let Some(origin) = origin else {
             return;
@@ -241,6 +254,9 @@ impl CoreBroker {
     /// forwards), when the holds arrive. 0 when the subscriber is not
     /// congested or is slow.
     pub(super) fn queue_slack(&self, client_id: &str) -> usize {
+        if self.pressure.congested.is_empty() {
+            return 0;
+        }
         match self.pressure.congested.get(client_id) {
             Some(c) if !c.slow => 2 * self.ctx.cores * MESH_WINDOW,
             _ => 0,

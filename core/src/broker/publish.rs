@@ -261,7 +261,8 @@ impl CoreBroker {
             + (after.dropped_expired - before.dropped_expired)
             + (after.dropped_too_large - before.dropped_too_large);
         let conn = entry.conn;
-        self.after_delivery(client_id, message.origin, now);
+        let queued = entry.session.queued_len();
+        self.after_delivery(client_id, conn, queued, message.origin, now);
         if dropped > 0 {
             self.metrics().messages_dropped.fetch_add(dropped, Relaxed);
             // A log line per drop would flood: log the 1st, 2nd, 4th, 8th...
