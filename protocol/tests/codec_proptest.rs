@@ -765,6 +765,54 @@ proptest! {
     }
 
     #[test]
+    fn publish_from_parts_encodes_as_the_packet(
+        (v, packet) in version().prop_flat_map(|v| (Just(v), publish(v))),
+        expiry in prop::option::of(any::<u32>()),
+        ids in prop::collection::vec(1..=268_435_455u32, 0..4),
+        alias in prop::option::of(1..=u16::MAX),
+    ) {
+        // What a broker sends each subscriber: the message's properties
+        // with its own expiry, subscription identifiers and alias.
+        let Packet::Publish(p) = packet else { unreachable!() };
+        let parts = PublishRef {
+            overrides: PublishOverrides {
+                message_expiry_interval: expiry,
+                subscription_identifiers: &ids,
+                topic_alias: alias,
+            },
+            ..PublishRef::from_publish(&p)
+        };
+        let mut whole = p.clone();
+        whole.properties.message_expiry_interval = expiry;
+        whole.properties.subscription_identifiers = ids.clone();
+        whole.properties.topic_alias = alias;
+        let expected = encode(v, &Packet::Publish(whole));
+        let mut buf = BytesMut::new();
+        parts.encode(v, &mut buf).unwrap();
+        prop_assert_eq!(parts.encoded_len(v), buf.len());
+        prop_assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn replies_without_properties_encode_as_the_packet(
+        v in version(),
+        kind in select(vec![PacketType::PubAck, PacketType::PubRec, PacketType::PubRel, PacketType::PubComp]),
+        packet_id in packet_id(),
+        reason in select(vec![ReasonCode::SUCCESS, ReasonCode::NO_MATCHING_SUBSCRIBERS, ReasonCode::UNSPECIFIED_ERROR, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND]),
+    ) {
+        let r = PubReply { packet_id, reason_code: reason, properties: Properties::default() };
+        let packet = match kind {
+            PacketType::PubAck => Packet::PubAck(r),
+            PacketType::PubRec => Packet::PubRec(r),
+            PacketType::PubRel => Packet::PubRel(r),
+            _ => Packet::PubComp(r),
+        };
+        let mut buf = BytesMut::new();
+        encode_reply(kind, packet_id, reason, v, &mut buf);
+        prop_assert_eq!(buf, encode(v, &packet));
+    }
+
+    #[test]
     fn v3_packets_ignore_v5_only_fields(packet in packet(V5)) {
         // Encoding a 5.0 packet for 3.1.1 drops properties and reason codes:
         // it still decodes, and encodes the same as what it decodes to.

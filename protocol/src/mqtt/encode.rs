@@ -9,7 +9,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::packet::*;
 use super::primitives::{put_binary, put_string, put_varint, varint_len};
-use super::properties::Properties;
+use super::properties::{Properties, PublishOverrides};
 use super::reason::ReasonCode;
 use super::version::{PacketType, ProtocolVersion, QoS};
 use super::MAX_REMAINING_LENGTH;
@@ -58,7 +58,7 @@ impl Packet {
         match self {
             Packet::Connect(c) => connect_len(c),
             Packet::ConnAck(c) => 2 + props_len(&c.properties, v5),
-            Packet::Publish(p) => publish_len(p, v5),
+            Packet::Publish(p) => PublishRef::from_publish(p).remaining_len(version),
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 2 + reason_tail_len(r.reason_code, &r.properties, v5)
             }
@@ -123,7 +123,7 @@ impl Packet {
                 });
                 encode_props(&c.properties, v5, buf)?;
             }
-            Packet::Publish(p) => encode_publish(p, v5, buf)?,
+            Packet::Publish(p) => PublishRef::from_publish(p).encode_body(v5, buf)?,
             Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
                 buf.put_u16(r.packet_id);
                 encode_reason_tail(r.reason_code, &r.properties, v5, buf)?;
@@ -257,20 +257,125 @@ fn encode_connect(c: &Connect, buf: &mut BytesMut) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn publish_len(p: &Publish, v5: bool) -> usize {
-    let id = if p.qos == QoS::AtMostOnce { 0 } else { 2 };
-    2 + p.topic.len() + id + props_len(&p.properties, v5) + p.payload.len()
+/// A PUBLISH encoded from borrowed parts. A broker sends one message to
+/// many subscribers, each with its own flags, packet identifier, topic
+/// alias, expiry and subscription identifiers; this encodes each copy
+/// straight from the shared message, with no `Publish` built per copy.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// Re-delivery of an earlier attempt.
+    pub dup: bool,
+    /// Quality of service.
+    pub qos: QoS,
+    /// Retained message.
+    pub retain: bool,
+    /// Topic name; empty in 5.0 when `overrides.topic_alias` stands for it.
+    pub topic: &'a str,
+    /// Packet identifier; non-zero for QoS 1 and 2, ignored for QoS 0.
+    pub packet_id: u16,
+    /// The message's properties (5.0), except the three in `overrides`.
+    pub properties: &'a Properties,
+    /// Expiry, subscription identifiers and topic alias of this copy.
+    pub overrides: PublishOverrides<'a>,
+    /// The payload.
+    pub payload: &'a [u8],
 }
 
-fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
-    put_string(buf, &p.topic)?;
-    if p.qos != QoS::AtMostOnce {
-        debug_assert_ne!(p.packet_id, 0, "QoS > 0 needs a packet identifier");
-        buf.put_u16(p.packet_id);
+impl<'a> PublishRef<'a> {
+    /// The parts of a `Publish`, its own properties included.
+    pub fn from_publish(p: &'a Publish) -> Self {
+        PublishRef {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            properties: &p.properties,
+            overrides: PublishOverrides {
+                message_expiry_interval: p.properties.message_expiry_interval,
+                subscription_identifiers: &p.properties.subscription_identifiers,
+                topic_alias: p.properties.topic_alias,
+            },
+            payload: &p.payload,
+        }
     }
-    encode_props(&p.properties, v5, buf)?;
-    buf.put_slice(&p.payload);
-    Ok(())
+
+    /// The remaining length for `version`.
+    pub fn remaining_len(&self, version: ProtocolVersion) -> usize {
+        let id = if self.qos == QoS::AtMostOnce { 0 } else { 2 };
+        let props = if version.is_v5() {
+            let len = self.properties.encoded_len_with(self.overrides);
+            varint_len(len) + len
+        } else {
+            0
+        };
+        2 + self.topic.len() + id + props + self.payload.len()
+    }
+
+    /// The size of the whole encoded packet.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let remaining = self.remaining_len(version);
+        1 + varint_len(remaining) + remaining
+    }
+
+    /// Appends the packet to `buf`. On error `buf` is left as it was.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let remaining = self.remaining_len(version);
+        if remaining > MAX_REMAINING_LENGTH {
+            return Err(EncodeError::PacketTooLarge(remaining));
+        }
+        let start = buf.len();
+        buf.reserve(1 + varint_len(remaining) + remaining);
+        buf.put_u8(self.first_byte());
+        put_varint(buf, remaining);
+        let result = self.encode_body(version.is_v5(), buf);
+        if result.is_err() {
+            buf.truncate(start);
+        }
+        debug_assert!(result.is_err() || buf.len() - start == self.encoded_len(version));
+        result
+    }
+
+    fn first_byte(&self) -> u8 {
+        let flags = (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
+        ((PacketType::Publish as u8) << 4) | flags
+    }
+
+    fn encode_body(&self, v5: bool, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        put_string(buf, self.topic)?;
+        if self.qos != QoS::AtMostOnce {
+            debug_assert_ne!(self.packet_id, 0, "QoS > 0 needs a packet identifier");
+            buf.put_u16(self.packet_id);
+        }
+        if v5 {
+            self.properties.encode_with(self.overrides, buf)?;
+        }
+        buf.put_slice(self.payload);
+        Ok(())
+    }
+}
+
+/// Appends a PUBACK, PUBREC, PUBREL or PUBCOMP without properties: the
+/// same bytes as the `Packet` with empty properties, without building one.
+pub fn encode_reply(
+    kind: PacketType,
+    packet_id: u16,
+    reason: ReasonCode,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) {
+    debug_assert!(matches!(
+        kind,
+        PacketType::PubAck | PacketType::PubRec | PacketType::PubRel | PacketType::PubComp
+    ));
+    let with_reason = version.is_v5() && reason != ReasonCode::SUCCESS;
+    buf.reserve(5);
+    buf.put_u8(((kind as u8) << 4) | kind.fixed_flags());
+    buf.put_u8(2 + u8::from(with_reason));
+    buf.put_u16(packet_id);
+    if with_reason {
+        buf.put_u8(reason.0);
+    }
 }
 
 fn options_byte(o: &SubscriptionOptions, v5: bool) -> u8 {

@@ -20,10 +20,10 @@ mod reason;
 mod version;
 
 pub use decode::{parse_fixed_header, Decoder, FixedHeader};
-pub use encode::EncodeError;
+pub use encode::{encode_reply, EncodeError, PublishRef};
 pub use error::DecodeError;
 pub use packet::*;
-pub use properties::{Properties, PropertyContext, PropertyId};
+pub use properties::{Properties, PropertyContext, PropertyId, PublishOverrides};
 pub use reason::ReasonCode;
 pub use version::{PacketType, ProtocolVersion, QoS};
 

@@ -190,6 +190,18 @@ impl PropertyId {
     }
 }
 
+/// The PUBLISH properties a broker sets for each subscriber; the encoder
+/// takes them from here instead of from the message's [`Properties`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOverrides<'a> {
+    /// Seconds left of the message's life.
+    pub message_expiry_interval: Option<u32>,
+    /// The identifiers of the subscriptions the message matched.
+    pub subscription_identifiers: &'a [u32],
+    /// The topic alias used for this subscriber.
+    pub topic_alias: Option<u16>,
+}
+
 /// The properties of one packet. Absent properties are `None` or empty;
 /// the encoder writes only what is present.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -345,6 +357,22 @@ impl Properties {
 
     /// The size of the properties, without their length prefix.
     pub fn encoded_len(&self) -> usize {
+        self.encoded_len_with(self.own_overrides())
+    }
+
+    /// The three properties a broker sets per subscriber, as this value
+    /// has them.
+    fn own_overrides(&self) -> PublishOverrides<'_> {
+        PublishOverrides {
+            message_expiry_interval: self.message_expiry_interval,
+            subscription_identifiers: &self.subscription_identifiers,
+            topic_alias: self.topic_alias,
+        }
+    }
+
+    /// [`Properties::encoded_len`] with `o`'s values in place of this
+    /// value's.
+    pub(crate) fn encoded_len_with(&self, o: PublishOverrides<'_>) -> usize {
         fn fixed<T>(v: &Option<T>, size: usize) -> usize {
             v.as_ref().map_or(0, |_| 1 + size)
         }
@@ -352,12 +380,11 @@ impl Properties {
             v.as_ref().map_or(0, |s| 3 + s.as_ref().len())
         }
         fixed(&self.payload_format_indicator, 1)
-            + fixed(&self.message_expiry_interval, 4)
+            + fixed(&o.message_expiry_interval, 4)
             + data(&self.content_type)
             + data(&self.response_topic)
             + data(&self.correlation_data)
-            + self
-                .subscription_identifiers
+            + o.subscription_identifiers
                 .iter()
                 .map(|&v| 1 + varint_len(v as usize))
                 .sum::<usize>()
@@ -374,7 +401,7 @@ impl Properties {
             + data(&self.reason_string)
             + fixed(&self.receive_maximum, 2)
             + fixed(&self.topic_alias_maximum, 2)
-            + fixed(&self.topic_alias, 2)
+            + fixed(&o.topic_alias, 2)
             + fixed(&self.maximum_qos, 1)
             + fixed(&self.retain_available, 1)
             + self
@@ -401,8 +428,17 @@ impl Properties {
 
     /// Writes the property length and the properties, in identifier order.
     pub(crate) fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_with(self.own_overrides(), buf)
+    }
+
+    /// [`Properties::encode`] with `o`'s values in place of this value's.
+    pub(crate) fn encode_with(
+        &self,
+        o: PublishOverrides<'_>,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         use PropertyId::*;
-        put_varint(buf, self.encoded_len());
+        put_varint(buf, self.encoded_len_with(o));
         let u8s = |buf: &mut BytesMut, id: PropertyId, v: Option<u8>| {
             if let Some(v) = v {
                 buf.put_u8(id as u8);
@@ -433,11 +469,11 @@ impl Properties {
             Ok(())
         }
         u8s(buf, PayloadFormatIndicator, self.payload_format_indicator);
-        u32s(buf, MessageExpiryInterval, self.message_expiry_interval);
+        u32s(buf, MessageExpiryInterval, o.message_expiry_interval);
         bin(buf, ContentType, &self.content_type)?;
         bin(buf, ResponseTopic, &self.response_topic)?;
         bin(buf, CorrelationData, &self.correlation_data)?;
-        for &id in &self.subscription_identifiers {
+        for &id in o.subscription_identifiers {
             buf.put_u8(SubscriptionIdentifier as u8);
             put_varint(buf, id as usize);
         }
@@ -466,7 +502,7 @@ impl Properties {
         bin(buf, ReasonString, &self.reason_string)?;
         u16s(buf, ReceiveMaximum, self.receive_maximum);
         u16s(buf, TopicAliasMaximum, self.topic_alias_maximum);
-        u16s(buf, TopicAlias, self.topic_alias);
+        u16s(buf, TopicAlias, o.topic_alias);
         u8s(buf, MaximumQoS, self.maximum_qos);
         u8s(buf, RetainAvailable, self.retain_available);
         for (k, v) in &self.user_properties {
