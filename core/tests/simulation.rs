@@ -11,16 +11,17 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use robustmq_core::acl::{Acl, Permission};
 use robustmq_core::broker::mesh::CoreMsg;
 use robustmq_core::broker::metrics::Metrics;
 use robustmq_core::broker::{owner_core, BrokerContext, CoreBroker};
 use robustmq_core::config::MqttConfig;
+use robustmq_core::session::Outgoing as BrokerOutput;
 use robustmq_protocol::mqtt::{
-    Connect, Disconnect, Packet, Properties, ProtocolVersion, PubReply, Publish, QoS, ReasonCode,
-    Subscribe, SubscribeFilter, SubscriptionOptions,
+    Connect, Decoder, Disconnect, Packet, Properties, ProtocolVersion, PubReply, Publish, QoS,
+    ReasonCode, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use robustmq_protocol::topic;
 
@@ -192,7 +193,7 @@ impl Sim {
                 };
                 let client = &mut self.clients[c];
                 if client.conn == Some(conn) {
-                    client.inbox.extend(out.packets);
+                    client.inbox.extend(wire(client.version, &out.packets));
                     if out.close {
                         // Closed by the broker (takeover of an old conn is
                         // never the current one): the client sees it after
@@ -613,4 +614,20 @@ fn seeded_interleavings_on_three_cores() {
 fn seeded_interleavings_on_one_core() {
     let owed: usize = (1000..1100).map(|seed| run(seed, 1, 5, 400)).sum();
     assert!(owed > 1_000, "only {owed} deliveries checked");
+}
+
+/// What a client reads of a broker's output: encoded as the connection
+/// writes it, decoded as the client reads it.
+fn wire(version: ProtocolVersion, packets: &[BrokerOutput]) -> Vec<Packet> {
+    let mut buf = BytesMut::new();
+    for p in packets {
+        p.encode(version, &mut buf).expect("encodes");
+    }
+    let mut decoder = Decoder::with_version(version, usize::MAX);
+    let mut out = Vec::new();
+    while let Some(p) = decoder.decode(&mut buf).expect("decodes") {
+        out.push(p);
+    }
+    assert!(buf.is_empty(), "whole packets only");
+    out
 }

@@ -14,7 +14,7 @@ use robustmq_protocol::mqtt::{
 use super::shared::fnv1a;
 use super::{ConnEntry, ConnId, CoreBroker, PendingWill, SessionEntry};
 use crate::message::Message;
-use crate::session::{LinkParams, Session};
+use crate::session::{LinkParams, Outgoing, Session};
 
 /// Where a new connection goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,11 +172,11 @@ impl CoreBroker {
         self.metrics().protocol_errors.fetch_add(1, Relaxed);
         self.closing.insert(
             conn,
-            vec![Packet::ConnAck(ConnAck {
+            vec![Outgoing::from(Packet::ConnAck(ConnAck {
                 session_present: false,
                 reason_code: reason,
                 properties: reason_string(reason),
-            })],
+            }))],
         );
     }
 
@@ -247,10 +247,10 @@ impl CoreBroker {
             s.conn = None;
         }
         if let (Some(reason), true) = (reason, entry.version.is_v5()) {
-            packets.push(Packet::Disconnect(Disconnect {
+            packets.push(Outgoing::from(Packet::Disconnect(Disconnect {
                 reason_code: reason,
                 properties: reason_string(reason),
-            }));
+            })));
         }
         self.closing.insert(conn, packets);
         if publish_will {

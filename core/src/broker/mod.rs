@@ -40,7 +40,7 @@ use crate::acl::Acl;
 use crate::config::MqttConfig;
 use crate::message::SharedMessage;
 use crate::router::{RetainedStore, TopicTrie};
-use crate::session::{Delivery, Session};
+use crate::session::{Delivery, Outgoing, Session};
 
 /// A connection's id, unique on its core.
 pub type ConnId = u64;
@@ -119,9 +119,16 @@ struct ConnEntry {
 #[derive(Debug, Default, PartialEq)]
 pub struct ConnOutput {
     /// Packets in order.
-    pub packets: Vec<Packet>,
+    pub packets: Vec<Outgoing>,
     /// Close the connection after writing them.
     pub close: bool,
+}
+
+impl ConnOutput {
+    /// The packets as `Packet`s (tests, logs).
+    pub fn to_packets(&self) -> Vec<Packet> {
+        self.packets.iter().map(Outgoing::to_packet).collect()
+    }
 }
 
 /// A SUBACK held back until the routes it depends on are in place on every
@@ -145,7 +152,7 @@ pub struct CoreBroker {
     sessions: HashMap<ByteString, Box<SessionEntry>>,
     conns: HashMap<ConnId, ConnEntry>,
     /// Packets for connections being closed, written before the close.
-    closing: HashMap<ConnId, Vec<Packet>>,
+    closing: HashMap<ConnId, Vec<Outgoing>>,
     trie: TopicTrie<SubKey, SubValue>,
     routes: TopicTrie<usize, ()>,
     retained: RetainedStore,

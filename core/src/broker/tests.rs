@@ -86,7 +86,7 @@ impl Harness {
     fn output(&mut self, conn: ConnId) -> Vec<Packet> {
         let mut all = Vec::new();
         for core in &mut self.cores {
-            all.extend(core.take_output(conn).packets);
+            all.extend(core.take_output(conn).to_packets());
         }
         all
     }
@@ -293,7 +293,7 @@ fn takeover_tells_the_old_connection() {
     let old = h.cores[0].take_output(1);
     assert!(old.close);
     assert!(
-        matches!(old.packets.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)
+        matches!(old.to_packets().last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)
     );
 }
 
@@ -390,7 +390,7 @@ fn limits_on_subscriptions_and_topic_levels() {
     let closed = h.cores[0].take_output(1);
     assert!(closed.close);
     assert!(
-        matches!(closed.packets.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TOPIC_NAME_INVALID)
+        matches!(closed.to_packets().last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TOPIC_NAME_INVALID)
     );
 }
 
@@ -434,7 +434,7 @@ fn max_connections_refuses_with_quota_exceeded() {
     let refused = h.cores[0].take_output(2);
     assert!(refused.close);
     assert!(
-        matches!(&refused.packets[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::QUOTA_EXCEEDED)
+        matches!(&refused.to_packets()[..], [Packet::ConnAck(a)] if a.reason_code == ReasonCode::QUOTA_EXCEEDED)
     );
 }
 

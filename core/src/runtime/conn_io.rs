@@ -19,11 +19,12 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
-use robustmq_protocol::mqtt::{Packet, ProtocolVersion, QoS};
+use robustmq_protocol::mqtt::{ProtocolVersion, QoS};
 
 use super::core_loop::Core;
 use super::notify::LocalNotify;
 use crate::broker::ConnId;
+use crate::session::Outgoing;
 
 /// An empty buffer keeps at most this much capacity: a burst's buffer is
 /// not kept by an idle connection.
@@ -81,16 +82,16 @@ impl ConnIo {
     /// Encodes packets into the write buffer. QoS 0 messages are dropped
     /// while the buffer is over `limit` (a slow reader). Returns (PUBLISH
     /// packets written, dropped).
-    pub(crate) fn encode(&self, packets: Vec<Packet>, limit: usize) -> (u64, u64) {
+    pub(crate) fn encode(&self, packets: Vec<Outgoing>, limit: usize) -> (u64, u64) {
         let mut buf = self.buf.borrow_mut();
         let (mut sent, mut dropped) = (0, 0);
-        // By reference: a `Packet` is ~470 bytes, moving it out is a copy.
         for p in &packets {
-            if matches!(p, Packet::Publish(p) if p.qos == QoS::AtMostOnce) && buf.len() >= limit {
+            let qos = p.publish_qos();
+            if qos == Some(QoS::AtMostOnce) && buf.len() >= limit {
                 dropped += 1;
                 continue;
             }
-            if matches!(p, Packet::Publish(_)) {
+            if qos.is_some() {
                 sent += 1;
             }
             if let Err(e) = p.encode(self.version, &mut buf) {

@@ -98,14 +98,17 @@ impl Link {
 
     /// Whether a PUBLISH fits even with a topic alias property added
     /// (3 bytes), so an alias is never assigned to a message then dropped.
-    pub(super) fn fits_with_alias(&self, packet: &Packet) -> bool {
+    pub(super) fn fits_with_alias(
+        &self,
+        encoded_len: impl FnOnce(ProtocolVersion) -> usize,
+    ) -> bool {
         // No limit from the client (every 3.x client, most 5.0 ones): a
         // packet the broker accepted always fits; skip measuring it.
         if self.max_packet_size == u32::MAX {
             return true;
         }
         let extra = if self.alias_out_max > 0 { 3 } else { 0 };
-        (packet.encoded_len(self.version) + extra) as u64 <= u64::from(self.max_packet_size)
+        (encoded_len(self.version) + extra) as u64 <= u64::from(self.max_packet_size)
     }
 
     /// Replaces an inbound topic alias by its topic, or records a new one.
@@ -135,22 +138,22 @@ impl Link {
 
     /// Uses or assigns an outbound topic alias when the client allows them:
     /// a known topic goes out as an empty name and its alias, a new one as
-    /// name and alias while aliases are left.
-    pub(super) fn apply_outbound_alias(&mut self, publish: &mut Publish) {
+    /// name and alias while aliases are left. Returns the alias and whether
+    /// the topic name is sent.
+    pub(super) fn outbound_alias(&mut self, topic: &ByteString) -> (Option<u16>, bool) {
         if self.alias_out_max == 0 {
-            return;
+            return (None, true);
         }
         let aliases = self.aliases.get_or_insert_default();
-        if let Some(&alias) = aliases.outbound.get(&publish.topic) {
-            publish.properties.topic_alias = Some(alias);
-            publish.topic = ByteString::new();
-            return;
+        if let Some(&alias) = aliases.outbound.get(topic) {
+            return (Some(alias), false);
         }
         let next = aliases.outbound.len() + 1;
-        if next <= usize::from(self.alias_out_max) {
-            let alias = next as u16;
-            aliases.outbound.insert(publish.topic.clone(), alias);
-            publish.properties.topic_alias = Some(alias);
+        if next > usize::from(self.alias_out_max) {
+            return (None, true);
         }
+        let alias = next as u16;
+        aliases.outbound.insert(topic.clone(), alias);
+        (Some(alias), true)
     }
 }

@@ -13,6 +13,7 @@
 //! is deterministic and tested without sockets.
 
 mod link;
+mod outgoing;
 #[cfg(test)]
 mod tests;
 
@@ -23,10 +24,11 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::{
-    Packet, Properties, ProtocolVersion, PubReply, Publish, QoS, ReasonCode, SubscriptionOptions,
+    Packet, PacketType, Properties, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
 pub use link::{Link, LinkParams};
+pub use outgoing::{OutPublish, Outgoing};
 
 use crate::message::SharedMessage;
 
@@ -141,7 +143,7 @@ pub struct Session {
     queue: VecDeque<Delivery>,
     inbound_qos2: HashSet<u16>,
     link: Option<Link>,
-    out: Vec<Packet>,
+    out: Vec<Outgoing>,
     counters: SessionCounters,
 }
 
@@ -219,7 +221,7 @@ impl Session {
     }
 
     /// Packets to send, in order. The caller encodes and writes them.
-    pub fn take_packets(&mut self) -> Vec<Packet> {
+    pub fn take_packets(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.out)
     }
 
@@ -230,9 +232,21 @@ impl Session {
 
     /// Queues a packet to send (CONNACK, SUBACK, ... built by the broker).
     pub fn send(&mut self, packet: Packet) {
+        self.push(Outgoing::from(packet));
+    }
+
+    fn push(&mut self, outgoing: Outgoing) {
         if self.link.is_some() {
-            self.out.push(packet);
+            self.out.push(outgoing);
         }
+    }
+
+    fn reply(&mut self, kind: PacketType, packet_id: u16, reason: ReasonCode) {
+        self.push(Outgoing::Reply {
+            kind,
+            packet_id,
+            reason,
+        });
     }
 
     /// Attaches a connection. The caller sends CONNACK next, then calls
@@ -254,7 +268,7 @@ impl Session {
                     }
                 }
                 Outbound::Qos2Released => {
-                    self.out.push(Packet::PubRel(PubReply::new(packet_id)));
+                    self.reply(PacketType::PubRel, packet_id, ReasonCode::SUCCESS);
                 }
             }
             self.inflight.push_back((packet_id, state));
@@ -322,21 +336,30 @@ impl Session {
         reason: ReasonCode,
         properties: Properties,
     ) {
-        let reply = PubReply {
-            packet_id,
-            reason_code: reason,
-            properties,
-        };
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(reply)),
+        let kind = match qos {
+            QoS::AtMostOnce => return,
+            QoS::AtLeastOnce => PacketType::PubAck,
             QoS::ExactlyOnce => {
                 if reason.is_error() {
                     self.inbound_qos2.remove(&packet_id);
                 }
-                self.send(Packet::PubRec(reply));
+                PacketType::PubRec
             }
+        };
+        if properties.is_empty() {
+            self.reply(kind, packet_id, reason);
+            return;
         }
+        let reply = robustmq_protocol::mqtt::PubReply {
+            packet_id,
+            reason_code: reason,
+            properties,
+        };
+        self.send(if kind == PacketType::PubAck {
+            Packet::PubAck(reply)
+        } else {
+            Packet::PubRec(reply)
+        });
     }
 
     /// An inbound PUBREL: the QoS 2 message is released.
@@ -347,11 +370,7 @@ impl Session {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.send(Packet::PubComp(PubReply {
-            packet_id,
-            reason_code: reason,
-            properties: Properties::default(),
-        }));
+        self.reply(PacketType::PubComp, packet_id, reason);
     }
 
     fn inflight_position(&self, packet_id: u16) -> Option<usize> {
@@ -390,7 +409,7 @@ impl Session {
             }
             Outbound::Qos2Sent(_) | Outbound::Qos2Released => {
                 self.inflight[i].1 = Outbound::Qos2Released;
-                self.send(Packet::PubRel(PubReply::new(packet_id)));
+                self.reply(PacketType::PubRel, packet_id, ReasonCode::SUCCESS);
             }
             Outbound::Qos1Sent(_) => return Err(ReasonCode::PROTOCOL_ERROR),
         }
@@ -498,8 +517,7 @@ impl Session {
     }
 
     /// Appends the PUBLISH for a delivery on the current link to the
-    /// output: expiry left, subscription ids, topic alias. Built in place
-    /// (a `Packet` is ~470 bytes: each move is a copy). `false` (and a
+    /// output: expiry left, subscription ids, topic alias. `false` (and a
     /// counter) when the message expired or is larger than the client
     /// accepts.
     fn push_publish(
@@ -517,27 +535,23 @@ impl Session {
             self.counters.dropped_expired += 1;
             return false;
         }
-        let mut properties = m.properties.clone();
-        properties.message_expiry_interval = m.remaining_expiry(now);
-        properties.subscription_identifiers = delivery.subscription_ids.clone();
-        self.out.push(Packet::Publish(Publish {
-            dup: dup && delivery.qos != QoS::AtMostOnce,
+        let mut publish = OutPublish {
+            message: m.clone(),
             qos: delivery.qos,
             retain: delivery.retain,
-            topic: m.topic.clone(),
+            dup: dup && delivery.qos != QoS::AtMostOnce,
             packet_id,
-            properties,
-            payload: m.payload.clone(),
-        }));
-        let fits = self.out.last().is_some_and(|p| link.fits_with_alias(p));
-        if !fits {
-            self.out.pop();
+            expiry: m.remaining_expiry(now),
+            subscription_ids: delivery.subscription_ids.clone(),
+            topic_alias: None,
+            send_topic: true,
+        };
+        if !link.fits_with_alias(|v| publish.parts().encoded_len(v)) {
             self.counters.dropped_too_large += 1;
             return false;
         }
-        if let Some(Packet::Publish(publish)) = self.out.last_mut() {
-            link.apply_outbound_alias(publish);
-        }
+        (publish.topic_alias, publish.send_topic) = link.outbound_alias(&m.topic);
+        self.out.push(Outgoing::Publish(publish));
         true
     }
 }

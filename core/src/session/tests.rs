@@ -46,9 +46,14 @@ fn v5(keep_alive: u16) -> LinkParams {
     LinkParams::new(ProtocolVersion::V5, keep_alive)
 }
 
+/// The packets the session has for its connection, as `Packet`s.
+fn take(s: &mut Session) -> Vec<Packet> {
+    s.take_packets().iter().map(Outgoing::to_packet).collect()
+}
+
 /// The PUBLISH packets sent: (packet id, dup, payload).
 fn publishes(s: &mut Session) -> Vec<(u16, bool, Bytes)> {
-    s.take_packets()
+    take(s)
         .into_iter()
         .filter_map(|p| match p {
             Packet::Publish(p) => Some((p.packet_id, p.dup, p.payload)),
@@ -87,11 +92,11 @@ fn qos2_outbound_survives_reconnect_at_each_step() {
     connect(&mut s, v5(0), now);
     assert_eq!(publishes(&mut s), vec![(1, true, Bytes::from_static(b"x"))]);
     s.on_pubrec(1, ReasonCode::SUCCESS, now).unwrap();
-    assert!(matches!(s.take_packets()[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
+    assert!(matches!(take(&mut s)[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
     // Lost after PUBREL: PUBREL again, not the message.
     s.detach();
     connect(&mut s, v5(0), now);
-    assert!(matches!(s.take_packets()[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
+    assert!(matches!(take(&mut s)[..], [Packet::PubRel(ref r)] if r.packet_id == 1));
     s.on_pubcomp(1, now).unwrap();
     assert_eq!(s.inflight_len(), 0);
 }
@@ -102,9 +107,9 @@ fn pubrec_with_error_ends_the_exchange() {
     let mut s = session(SessionConfig::default());
     connect(&mut s, v5(0), now);
     s.deliver(delivery(b"x", QoS::ExactlyOnce), now);
-    s.take_packets();
+    take(&mut s);
     s.on_pubrec(1, ReasonCode::QUOTA_EXCEEDED, now).unwrap();
-    assert!(s.take_packets().is_empty(), "no PUBREL after a refusal");
+    assert!(take(&mut s).is_empty(), "no PUBREL after a refusal");
     assert_eq!(s.inflight_len(), 0);
 }
 
@@ -211,7 +216,7 @@ fn inbound_qos2_is_exactly_once_across_reconnects() {
     p.dup = true;
     assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::Duplicate));
     s.on_pubrel(9, now);
-    let packets = s.take_packets();
+    let packets = take(&mut s);
     assert!(
         matches!(packets.last(), Some(Packet::PubComp(r)) if r.reason_code == ReasonCode::SUCCESS)
     );
@@ -219,7 +224,7 @@ fn inbound_qos2_is_exactly_once_across_reconnects() {
     assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::New));
     // PUBREL for an id never seen.
     s.on_pubrel(77, now);
-    assert!(matches!(s.take_packets().last(), Some(Packet::PubComp(r))
+    assert!(matches!(take(&mut s).last(), Some(Packet::PubComp(r))
         if r.reason_code == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
 }
 
@@ -336,8 +341,7 @@ fn outbound_topic_aliases() {
     s.deliver(delivery(b"1", QoS::AtMostOnce), now);
     s.deliver(delivery(b"2", QoS::AtMostOnce), now);
     s.deliver(other, now);
-    let sent: Vec<Publish> = s
-        .take_packets()
+    let sent: Vec<Publish> = take(&mut s)
         .into_iter()
         .filter_map(|p| match p {
             Packet::Publish(p) => Some(p),
@@ -374,7 +378,7 @@ fn message_expiry_is_enforced_and_forwarded() {
     // Queued while offline for 4 s: 6 s are left when it goes out.
     s.deliver(d.clone(), now);
     connect(&mut s, v5(0), now + Duration::from_secs(4));
-    let packets = s.take_packets();
+    let packets = take(&mut s);
     let Some(Packet::Publish(p)) = packets.first() else {
         panic!("expected a PUBLISH")
     };
@@ -384,7 +388,7 @@ fn message_expiry_is_enforced_and_forwarded() {
     let mut s = session(SessionConfig::default());
     s.deliver(d, now);
     connect(&mut s, v5(0), now + Duration::from_secs(11));
-    assert!(s.take_packets().is_empty());
+    assert!(take(&mut s).is_empty());
     assert_eq!(s.counters().dropped_expired, 1);
 }
 
