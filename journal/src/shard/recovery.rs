@@ -441,6 +441,7 @@ async fn writer_for(base: u64, generation: u32, shared: &SharedState) -> Result<
         index_files,
         dirty: false,
         inflight: Default::default(),
+        inflight_bytes: 0,
         background_sync: None,
         stats: Default::default(),
         config,

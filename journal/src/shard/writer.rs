@@ -2,8 +2,9 @@
 //!
 //! Appends queue up in a bounded channel while writes are in flight. Each
 //! turn takes everything queued (up to a bound) and encodes it into direct
-//! writes of up to 256 KiB, with up to 4 in flight (a write that the next
-//! may overlap ends with a pad frame on a page boundary). Writes complete
+//! writes (256 KiB while the device has little queued, 1 MiB once it is
+//! busy), with up to 8 MiB in flight (a write that the next may overlap
+//! ends with a pad frame on a page boundary). Writes complete
 //! in order: under `interval` and `never` each one's appends are published
 //! and acknowledged as it completes; under `always` the group gets one
 //! fdatasync, then is published and acknowledged.
@@ -57,10 +58,24 @@ pub enum WriteOp {
     },
 }
 
-/// Most bytes in one direct write.
-const MAX_WRITE_BYTES: usize = 256 << 10;
+/// Most bytes in one direct write while the device has less than
+/// [`BUSY_BYTES`] queued: small writes get an idle device going sooner.
+const SMALL_WRITE_BYTES: usize = 256 << 10;
+/// Most bytes in one direct write once the device is busy: fewer, larger
+/// writes cost less per byte (each direct write into preallocated space is
+/// one extent conversion in the file system) and a deep queue hides their
+/// latency. With 512 writers of 16 KiB (8 MiB offered, like fio's
+/// reference): 1,598 MB/s (median of 3, interleaved) against 1,396 with
+/// 256 KiB writes, 16 in flight; 64 writers (1 MiB offered) stay at 256
+/// KiB writes and were unchanged.
+const LARGE_WRITE_BYTES: usize = 1 << 20;
+/// Bytes in flight from which the device counts as busy.
+const BUSY_BYTES: u64 = 1 << 20;
 /// Most direct writes of one shard in flight at once.
 const MAX_IN_FLIGHT: usize = 16;
+/// Most bytes of one shard in flight at once (fio's reference run keeps
+/// 8 x 1 MiB queued).
+const MAX_IN_FLIGHT_BYTES: u64 = 8 << 20;
 /// Room kept at the end of a segment for a pad frame.
 pub const PAD_RESERVE: u64 = 8192;
 /// Index entries buffered before they are written to the index files
@@ -95,6 +110,8 @@ pub struct Writer {
     pub dirty: bool,
     /// Direct writes issued and not yet completed, oldest first.
     pub inflight: InFlight,
+    /// Bytes of those writes.
+    pub inflight_bytes: u64,
     /// Under `interval`: the fdatasync running alongside the writes.
     pub background_sync: Option<glommio::Task<Result<()>>>,
     /// Counters, logged at debug level when the writer stops.
@@ -132,6 +149,7 @@ impl AckTo {
 /// What a write in flight will make visible once it completes.
 pub struct ChunkState {
     issued: Instant,
+    bytes: u64,
     end: u64,
     next_offset: u64,
     max_ts: Option<u64>,
@@ -219,7 +237,7 @@ impl Writer {
                 match futures_lite::future::or(recv, done).await {
                     Event::Op(op) => return op,
                     Event::Written(result) => {
-                        let chunk = self.inflight.pop_front().map(|(_, c)| c);
+                        let chunk = self.pop_inflight().map(|(_, c)| c);
                         let finished = match chunk {
                             Some(chunk) => self.finish_chunk(result, chunk, &mut Vec::new()),
                             None => Ok(()),
@@ -349,7 +367,7 @@ impl Writer {
     /// After a failed write: fails the shard and every write still in flight.
     async fn fail_in_flight(&mut self, e: &JournalError) {
         self.fail(e);
-        while let Some((task, chunk)) = self.inflight.pop_front() {
+        while let Some((task, chunk)) = self.pop_inflight() {
             let _ = task.await;
             for (reply, _) in chunk.acks {
                 reply.send(Err(clone_err(e)));
@@ -402,7 +420,7 @@ impl Writer {
         let result = self.write_pipelined(appends, acked).await;
         if let Err(e) = &result {
             // Let the writes already issued finish; their appends fail too.
-            while let Some((task, chunk)) = self.inflight.pop_front() {
+            while let Some((task, chunk)) = self.pop_inflight() {
                 let _ = task.await;
                 acked.extend(chunk.acks);
             }
@@ -411,12 +429,31 @@ impl Writer {
         result
     }
 
+    /// Takes the oldest write in flight off the queue.
+    fn pop_inflight(&mut self) -> Option<(glommio::Task<Result<()>>, ChunkState)> {
+        let next = self.inflight.pop_front();
+        if let Some((_, chunk)) = &next {
+            self.inflight_bytes -= chunk.bytes;
+        }
+        next
+    }
+
+    /// Most bytes for the next write: see [`LARGE_WRITE_BYTES`].
+    fn write_limit(&self) -> usize {
+        if self.inflight_bytes >= BUSY_BYTES {
+            LARGE_WRITE_BYTES
+        } else {
+            SMALL_WRITE_BYTES
+        }
+    }
+
     fn room(&self) -> u64 {
         self.tail.remaining().saturating_sub(PAD_RESERVE)
     }
 
-    /// Splits the group into writes of at most [`MAX_WRITE_BYTES`], with up
-    /// to [`MAX_IN_FLIGHT`] of them in flight, rolling when a segment is full.
+    /// Splits the group into writes of at most [`Writer::write_limit`], with
+    /// up to [`MAX_IN_FLIGHT`] of them (and [`MAX_IN_FLIGHT_BYTES`]) in
+    /// flight, rolling when a segment is full.
     /// Under `always` the group's writes are all complete on return; under
     /// the other policies the last ones may still be in flight (the writer
     /// completes them while it waits for the next group).
@@ -425,7 +462,7 @@ impl Writer {
         let mut chunk_bytes = 0usize;
         for (records, size, reply) in appends {
             let full = (chunk_bytes + size) as u64 > self.room();
-            if (full || chunk_bytes + size > MAX_WRITE_BYTES) && !chunk.is_empty() {
+            if (full || chunk_bytes + size > self.write_limit()) && !chunk.is_empty() {
                 self.issue(std::mem::take(&mut chunk), !full, acked).await?;
                 chunk_bytes = 0;
             }
@@ -454,7 +491,7 @@ impl Writer {
         if !self.tail.is_aligned() {
             self.drain(acked).await?;
         }
-        while self.inflight.len() >= MAX_IN_FLIGHT {
+        while self.inflight.len() >= MAX_IN_FLIGHT || self.inflight_bytes >= MAX_IN_FLIGHT_BYTES {
             self.complete_oldest(acked).await?;
         }
         self.stats.appends += chunk.len() as u64;
@@ -463,6 +500,7 @@ impl Writer {
         self.stats.write_bytes += write.len() as u64;
         self.stats.padded += u64::from(pad);
         self.stats.depth += self.inflight.len() as u64;
+        self.inflight_bytes += state.bytes;
         self.inflight
             .push_back((glommio::spawn_local(write.submit()), state));
         Ok(())
@@ -479,7 +517,7 @@ impl Writer {
     /// are published and acknowledged at once; under `always` they wait for
     /// the group's fdatasync.
     async fn complete_oldest(&mut self, acked: &mut Pending) -> Result<()> {
-        let Some((task, chunk)) = self.inflight.pop_front() else {
+        let Some((task, chunk)) = self.pop_inflight() else {
             return Ok(());
         };
         let result = task.await;
@@ -562,6 +600,7 @@ impl Writer {
         self.dirty = true;
         let state = ChunkState {
             issued: Instant::now(),
+            bytes: write.len() as u64,
             end: self.tail.end(),
             next_offset: next,
             max_ts: self.max_ts,
