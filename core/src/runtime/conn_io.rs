@@ -1,5 +1,5 @@
 //! The write side of a connection: its buffer, and how the buffer reaches
-//! the socket.
+//! the socket, and the connection's read state (the poller reads it).
 //!
 //! Flushing encodes what the broker produced into the buffer and sends it
 //! at once with a non-blocking `send`: no task runs for a connection whose
@@ -7,19 +7,19 @@
 //! writer task is spawned only when the socket is full; it waits for room,
 //! writes what has gathered meanwhile (one write per batch), and ends when
 //! the buffer is empty. Closing writes what is left, then shuts the socket
-//! down, which also wakes the read loop.
+//! down, which also queues the connection for the poller to end it.
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncWriteExt, WriteHalf};
+use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
-use robustmq_protocol::mqtt::{ProtocolVersion, QoS};
+use robustmq_protocol::mqtt::{Decoder, ProtocolVersion, QoS};
 
 use super::core_loop::Core;
 use super::notify::LocalNotify;
@@ -30,14 +30,25 @@ use crate::session::Outgoing;
 /// not kept by an idle connection.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
-/// The write side of a connection, shared by the core's tasks.
+/// What the poller keeps of a connection between its turns.
+pub(crate) struct ReadState {
+    pub(crate) decoder: Decoder,
+    /// Bytes read and not yet handed to the broker: a packet that has not
+    /// fully arrived, or packets a hold keeps waiting. Usually empty (no
+    /// allocation): reads land in the core's shared buffer.
+    pub(crate) pending: BytesMut,
+}
+
+/// A connection's socket, write side and read state, shared by the core's
+/// tasks.
 pub(crate) struct ConnIo {
     id: ConnId,
     version: ProtocolVersion,
-    fd: RawFd,
+    /// The socket: it closes when the last reference to this goes, which
+    /// is after the connection is done and out of the core's map.
+    fd: OwnedFd,
     buf: RefCell<BytesMut>,
-    /// The socket's write half; a writer task takes it while it runs.
-    half: RefCell<Option<WriteHalf<TcpStream>>>,
+    pub(crate) read: RefCell<ReadState>,
     core: Weak<Core>,
     /// A writer task is running.
     writing: Cell<bool>,
@@ -49,17 +60,26 @@ pub(crate) struct ConnIo {
     drained: LocalNotify,
     /// Subscribers this client publishes to are congested: do not read.
     held: Cell<bool>,
-    released: LocalNotify,
     /// Over `backpressure_bytes` unwritten, as last told to the broker.
     congested: Cell<bool>,
+    /// In the poller's queue.
+    queued: Cell<bool>,
+    /// The socket may have data: epoll reported it and no read since has
+    /// found it empty.
+    readable: Cell<bool>,
+    /// The poller left it unread while its write buffer was over the
+    /// limit: queue it again when bytes are written.
+    stalled: Cell<bool>,
+    /// The read side has ended; the connection leaves once it is done.
+    ended: Cell<bool>,
 }
 
 impl ConnIo {
     pub(crate) fn new(
         id: ConnId,
         version: ProtocolVersion,
-        fd: RawFd,
-        half: WriteHalf<TcpStream>,
+        fd: OwnedFd,
+        read: ReadState,
         core: Weak<Core>,
     ) -> Self {
         ConnIo {
@@ -67,15 +87,80 @@ impl ConnIo {
             version,
             fd,
             buf: RefCell::new(BytesMut::new()),
-            half: RefCell::new(Some(half)),
+            read: RefCell::new(read),
             core,
             writing: Cell::new(false),
             closed: Cell::new(false),
             done: Cell::new(false),
             drained: LocalNotify::default(),
             held: Cell::new(false),
-            released: LocalNotify::default(),
             congested: Cell::new(false),
+            queued: Cell::new(false),
+            readable: Cell::new(true),
+            stalled: Cell::new(false),
+            ended: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Queues the connection for a turn of the poller (once).
+    pub(crate) fn wake_reader(&self) {
+        if self.queued.replace(true) || self.ended.get() {
+            return;
+        }
+        if let Some(core) = self.core.upgrade() {
+            core.poller.push(self.id);
+        }
+    }
+
+    /// The poller took it from its queue.
+    pub(crate) fn dequeued(&self) {
+        self.queued.set(false);
+    }
+
+    /// epoll reported data or a hang-up.
+    pub(crate) fn set_readable(&self) {
+        self.readable.set(true);
+        self.wake_reader();
+    }
+
+    pub(crate) fn readable(&self) -> bool {
+        self.readable.get()
+    }
+
+    /// A read found the socket empty (or short): the next arrival is
+    /// reported by epoll.
+    pub(crate) fn set_unreadable(&self) {
+        self.readable.set(false);
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.get()
+    }
+
+    /// Left unread until bytes are written.
+    pub(crate) fn stall(&self) {
+        self.stalled.set(true);
+    }
+
+    /// The read side is over; returns whether it already was.
+    pub(crate) fn end_read(&self) -> bool {
+        self.ended.replace(true)
+    }
+
+    /// Bytes were written or the connection is done: a reader stalled on
+    /// the buffer may go on.
+    fn notify_drained(&self) {
+        self.drained.notify();
+        if self.stalled.replace(false) {
+            self.wake_reader();
         }
     }
 
@@ -129,7 +214,7 @@ impl ConnIo {
     /// The broker closed the connection: write what is left, then close.
     pub(crate) fn close(self: &Rc<Self>) {
         self.closed.set(true);
-        self.released.notify();
+        self.wake_reader();
         self.write_now();
     }
 
@@ -145,11 +230,6 @@ impl ConnIo {
         self.buf.borrow().len()
     }
 
-    /// Waits until bytes were written or the connection is done.
-    pub(crate) async fn wait_drained(&self) {
-        self.drained.wait().await;
-    }
-
     /// Waits until the connection is written out and shut down.
     pub(crate) async fn wait_done(&self) {
         while !self.done.get() {
@@ -157,24 +237,11 @@ impl ConnIo {
         }
     }
 
-    /// Drops the write half once the connection is over (the socket closes
-    /// when both halves are gone).
-    pub(crate) fn release_socket(&self) {
-        self.half.borrow_mut().take();
-    }
-
     /// The broker holds (or releases) this publisher: back-pressure.
     pub(crate) fn set_held(&self, held: bool) {
         self.held.set(held);
         if !held {
-            self.released.notify();
-        }
-    }
-
-    /// Waits while the broker holds this publisher.
-    pub(crate) async fn wait_released(&self) {
-        while self.held.get() && !self.closed.get() {
-            self.released.wait().await;
+            self.wake_reader();
         }
     }
 
@@ -207,13 +274,12 @@ impl ConnIo {
         let mut buf = self.buf.borrow_mut();
         let mut total = 0;
         while !buf.is_empty() {
-            // SAFETY: `fd` is this connection's socket. The read half keeps
-            // it open until the read loop's task ends, which is after
-            // `done` is set; nothing is sent once `done` is set. The pointer
-            // and length describe `buf`'s initialized bytes.
+            // SAFETY: `fd` is this connection's socket, open as long as
+            // `self` is. The pointer and length describe `buf`'s
+            // initialized bytes.
             let n = unsafe {
                 libc::send(
-                    self.fd,
+                    self.fd(),
                     buf.as_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -234,7 +300,7 @@ impl ConnIo {
             *buf = BytesMut::new();
         }
         if total > 0 {
-            self.drained.notify();
+            self.notify_drained();
         }
         Ok(total)
     }
@@ -245,23 +311,31 @@ impl ConnIo {
             return;
         }
         self.closed.set(true);
-        // SAFETY: the read half keeps the descriptor open until the read
-        // loop's task ends; shutdown does not close it, it ends the
-        // connection and wakes a read waiting on it.
+        // SAFETY: `fd` is open as long as `self` is; shutdown does not
+        // close it, it ends the connection (epoll reports the hang-up).
         unsafe {
-            libc::shutdown(self.fd, libc::SHUT_RDWR);
+            libc::shutdown(self.fd(), libc::SHUT_RDWR);
         }
-        self.drained.notify();
-        self.released.notify();
+        self.notify_drained();
+        self.wake_reader();
     }
 }
 
 /// Writes the buffer while the socket is slower than the broker, one
 /// write per batch gathered; ends when the buffer is empty.
 async fn write_task(core: Rc<Core>, io: Rc<ConnIo>) {
-    let Some(mut half) = io.half.borrow_mut().take() else {
-        io.writing.set(false);
-        return;
+    // A glommio stream only while the socket is full: idle connections
+    // keep none. It is made from a duplicate, closed when it drops.
+    let mut half = match super::dup_fd(io.fd()) {
+        // SAFETY: the duplicate is owned by nothing else; the stream
+        // takes that ownership.
+        Ok(fd) => unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) },
+        Err(e) => {
+            tracing::debug!(conn = io.id, "cannot write: {e}");
+            io.writing.set(false);
+            io.finish();
+            return;
+        }
     };
     let mut spare = BytesMut::new();
     let mut failed = false;
@@ -291,7 +365,7 @@ async fn write_task(core: Rc<Core>, io: Rc<ConnIo>) {
             break;
         }
         spare.clear();
-        io.drained.notify();
+        io.notify_drained();
         let high = core.config().backpressure_bytes;
         if io.became_drained(high) {
             core.broker
@@ -300,7 +374,7 @@ async fn write_task(core: Rc<Core>, io: Rc<ConnIo>) {
             core.flush();
         }
     }
-    *io.half.borrow_mut() = Some(half);
+    drop(half);
     io.writing.set(false);
     if failed || io.closed.get() {
         io.finish();

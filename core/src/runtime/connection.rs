@@ -1,32 +1,32 @@
-//! One client connection: read CONNECT, hand the socket to the owner core
-//! if needed, then (in a task of its own, smaller than the one that read
-//! CONNECT) a read loop feeding the broker. The write side is
-//! [`super::conn_io::ConnIo`].
+//! One client connection: a task reads CONNECT and hands the socket to the
+//! owner core if needed; the connection then has no task of its own: the
+//! core's poller ([`super::poller`]) gives it a turn whenever its socket
+//! has data ([`turn`]), and the write side is [`super::conn_io::ConnIo`].
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::GlommioError;
 use robustmq_protocol::mqtt::{
     ConnAck, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode,
 };
 
-use super::conn_io::ConnIo;
+use super::conn_io::{ConnIo, ReadState};
 use super::core_loop::Core;
 use super::HandOff;
-use crate::broker::{route_connect, ConnId, ConnectRoute};
-use tracing::Instrument;
+use crate::broker::{route_connect, ConnectRoute};
 
-/// Bytes asked of the socket per read, at most.
+/// Bytes asked of the socket per read: the core's shared buffer has room
+/// for at least this much.
 const READ_CHUNK: usize = 16 * 1024;
-/// Bytes asked of an idle connection's socket: the read buffer starts this
-/// small (memory per idle connection) and doubles while reads fill it.
+/// Bytes asked of a connection's socket before CONNECT (memory per
+/// connection that has sent nothing yet).
 const MIN_READ_CHUNK: usize = 64;
 
 enum FirstPacket {
@@ -114,26 +114,30 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             ),
             Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
         },
-        // A task of its own: this one (sized for reading CONNECT and
-        // refusing) ends, and an idle connection keeps only the smaller one.
-        ConnectRoute::Owner { assigned, .. } => {
-            glommio::spawn_local(serve_connected(
-                core, stream, decoder, buf, connect, assigned, peer,
-            ))
-            .detach();
-        }
+        // The poller serves it from now on: this task and its glommio
+        // stream end, and an idle connection keeps neither.
+        ConnectRoute::Owner { assigned, .. } => match super::dup_fd(stream.as_raw_fd()) {
+            Ok(fd) => {
+                drop(stream);
+                let read = ReadState {
+                    decoder,
+                    pending: buf,
+                };
+                connected(&core, fd, read, connect, assigned, peer);
+            }
+            Err(e) => tracing::warn!("cannot keep a connection: {e}"),
+        },
     }
 }
 
 /// A connection handed over by the core that read its CONNECT.
-pub(crate) async fn serve_handed_off(core: Rc<Core>, h: HandOff) {
-    // SAFETY: the descriptor was duplicated for this hand-over and is owned
-    // by `h.fd` alone; the stream takes that ownership.
-    let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+pub(crate) fn serve_handed_off(core: &Rc<Core>, h: HandOff) {
     let config = core.config();
-    let decoder = Decoder::with_version(h.connect.protocol, config.max_packet_size as usize);
-    let buf = BytesMut::from(&h.leftover[..]);
-    serve_connected(core, stream, decoder, buf, h.connect, h.assigned, h.peer).await;
+    let read = ReadState {
+        decoder: Decoder::with_version(h.connect.protocol, config.max_packet_size as usize),
+        pending: BytesMut::from(&h.leftover[..]),
+    };
+    connected(core, h.fd, read, h.connect, h.assigned, h.peer);
 }
 
 async fn write_and_close(stream: &mut TcpStream, version: ProtocolVersion, ack: ConnAck) {
@@ -144,128 +148,244 @@ async fn write_and_close(stream: &mut TcpStream, version: ProtocolVersion, ack: 
     }
 }
 
-async fn serve_connected(
-    core: Rc<Core>,
-    stream: TcpStream,
-    decoder: Decoder,
-    buf: BytesMut,
+/// A connection whose CONNECT was read, on the core that owns its session:
+/// registered with the poller, and handed to the broker.
+fn connected(
+    core: &Rc<Core>,
+    fd: OwnedFd,
+    read: ReadState,
     connect: Box<Connect>,
     assigned: bool,
     peer: Option<SocketAddr>,
 ) {
     let conn_id = core.new_conn_id();
-    let span =
-        tracing::debug_span!("conn", id = conn_id, client = %connect.client_id, core = core.id());
-    let fd = stream.as_raw_fd();
-    let (reader, writer) = futures_lite::io::split(stream);
-    let io = Rc::new(ConnIo::new(
-        conn_id,
-        connect.protocol,
-        fd,
-        writer,
-        Rc::downgrade(&core),
-    ));
+    let raw = fd.as_raw_fd();
+    let version = connect.protocol;
+    let io = Rc::new(ConnIo::new(conn_id, version, fd, read, Rc::downgrade(core)));
+    if let Err(e) = core.poller.register(raw, conn_id) {
+        tracing::warn!(conn_id, "cannot watch a connection: {e}");
+        return;
+    }
     core.conns.borrow_mut().insert(conn_id, io.clone());
     let ip = peer.map(|p| p.ip());
     core.broker
         .borrow_mut()
         .on_connect(conn_id, connect, assigned, ip, Instant::now());
     core.flush();
-    read_loop(&core, conn_id, &io, reader, decoder, buf)
-        .instrument(span)
-        .await;
-    if !io.closed() {
-        core.broker
-            .borrow_mut()
-            .on_connection_lost(conn_id, Instant::now());
-        core.flush();
-        io.close();
-    }
-    io.wait_done().await;
-    core.conns.borrow_mut().remove(&conn_id);
-    io.release_socket();
+    // Bytes that came with CONNECT, or before the socket was watched.
+    io.wake_reader();
 }
 
-/// Decodes and hands to the broker what is buffered, then reads more;
-/// returns when the socket ends or the broker closes the connection.
-async fn read_loop(
-    core: &Rc<Core>,
-    conn_id: ConnId,
-    io: &ConnIo,
-    mut reader: ReadHalf<TcpStream>,
-    mut decoder: Decoder,
-    mut buf: BytesMut,
-) {
-    let config = core.config();
-    let limit = config.max_outbound_buffer_bytes;
-    let mut chunk = MIN_READ_CHUNK;
-    loop {
-        let now = Instant::now();
-        let mut failed = false;
-        let mut incomplete = false;
-        {
-            let mut broker = core.broker.borrow_mut();
-            while !io.closed() {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(p)) => {
-                        broker.on_packet(conn_id, p, now);
-                        // Held: the rest of the buffer waits for the release.
-                        if broker.is_held(conn_id) {
-                            break;
-                        }
+/// How a turn of a connection ended.
+enum Step {
+    /// Nothing more to do until epoll, a release or a drained buffer
+    /// queues it again.
+    Wait,
+    /// More may be read now: queue it again behind the others.
+    Again,
+    /// The broker holds the publisher: packets may wait in its buffer.
+    Held,
+    /// The connection is over (closed, lost or broken).
+    End,
+}
+
+/// One turn of a connection: hand the broker what is buffered, then read
+/// once if the socket may have more (back-pressure permitting).
+pub(crate) fn turn(core: &Rc<Core>, io: &Rc<ConnIo>) {
+    io.dequeued();
+    let step = {
+        let mut read = io.read.borrow_mut();
+        let read = &mut *read;
+        let step = read_turn(core, io, read);
+        keep_pending(core, read);
+        step
+    };
+    match step {
+        Step::Wait => {}
+        Step::Again => io.wake_reader(),
+        // Released within the same flush: the buffered packets go on.
+        Step::Held if !io.is_held() => io.wake_reader(),
+        Step::Held => {}
+        Step::End => end(core, io),
+    }
+}
+
+fn read_turn(core: &Rc<Core>, io: &ConnIo, read: &mut ReadState) -> Step {
+    if io.closed() {
+        return Step::End;
+    }
+    if let Some(step) = blocked(core, io) {
+        return step;
+    }
+    if !read.pending.is_empty() {
+        match decode(core, io, read) {
+            Step::Again => {}
+            other => return other,
+        }
+        if let Some(step) = blocked(core, io) {
+            return step;
+        }
+    }
+    if !io.readable() {
+        return Step::Wait;
+    }
+    if read.pending.is_empty() {
+        // Usually: read into the core's buffer; what is left of it after
+        // decoding is moved to the connection by `keep_pending`.
+        read.pending = core.poller.lend_scratch();
+    }
+    let n = match read_socket(io, &mut read.pending) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Step::Wait,
+        Err(()) => return Step::End,
+    };
+    core.with_metrics(|m| m.bytes_received.fetch_add(n as u64, Relaxed));
+    match decode(core, io, read) {
+        Step::Again if io.readable() => Step::Again,
+        Step::Again => Step::Wait,
+        other => other,
+    }
+}
+
+/// Whether back-pressure keeps the connection unread, and until what.
+fn blocked(core: &Core, io: &ConnIo) -> Option<Step> {
+    if io.closed() {
+        return Some(Step::End);
+    }
+    // A client whose own answers pile up is read again once bytes are
+    // written; a publisher held for a congested subscriber once released.
+    if io.buffered() > core.config().max_outbound_buffer_bytes {
+        io.stall();
+        return Some(Step::Wait);
+    }
+    if io.is_held() {
+        return Some(Step::Wait);
+    }
+    None
+}
+
+/// Reads once into `buf`. `Ok(None)`: nothing there (the socket is
+/// unreadable until epoll says otherwise); `Err`: the connection is over.
+fn read_socket(io: &ConnIo, buf: &mut BytesMut) -> Result<Option<usize>, ()> {
+    buf.reserve(READ_CHUNK);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `fd` is this connection's socket, open as long as `io` is;
+    // the pointer and length describe `buf`'s spare capacity, which recv
+    // only writes.
+    let n = unsafe {
+        libc::recv(
+            io.fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::WouldBlock => {
+                io.set_unreadable();
+                Ok(None)
+            }
+            std::io::ErrorKind::Interrupted => Ok(Some(0)),
+            _ => {
+                tracing::debug!(conn = io.id(), "read failed: {e}");
+                Err(())
+            }
+        };
+    }
+    if n == 0 {
+        return Err(());
+    }
+    let n = n as usize;
+    if n < spare.len() {
+        // Edge-triggered: what arrives after this read is reported.
+        io.set_unreadable();
+    }
+    // SAFETY: recv initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(Some(n))
+}
+
+/// Decodes and hands to the broker what is buffered, then flushes.
+/// `Step::Again`: all whole packets were handled.
+fn decode(core: &Core, io: &ConnIo, read: &mut ReadState) -> Step {
+    let now = Instant::now();
+    let id = io.id();
+    let step = {
+        let mut broker = core.broker.borrow_mut();
+        loop {
+            if io.closed() {
+                break Step::End;
+            }
+            match read.decoder.decode(&mut read.pending) {
+                Ok(Some(p)) => {
+                    broker.on_packet(id, p, now);
+                    // Held: the rest of the buffer waits for the release.
+                    if broker.is_held(id) {
+                        break Step::Held;
                     }
-                    Ok(None) => {
-                        incomplete = true;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(conn_id, "bad packet: {e}");
-                        broker.on_protocol_error(conn_id, e.reason_code(), now);
-                        failed = true;
-                        break;
-                    }
+                }
+                Ok(None) => break Step::Again,
+                Err(e) => {
+                    tracing::debug!(conn = id, "bad packet: {e}");
+                    broker.on_protocol_error(id, e.reason_code(), now);
+                    break Step::End;
                 }
             }
         }
-        core.flush();
-        if failed || io.closed() {
-            return;
+    };
+    core.flush();
+    step
+}
+
+/// After a turn: bytes left in the core's buffer (a partial packet, or
+/// packets a hold keeps waiting) are copied to the connection, and the
+/// buffer goes back to the core.
+fn keep_pending(core: &Core, read: &mut ReadState) {
+    if !core.poller.scratch_lent() {
+        // The connection's own buffer was used: it keeps it while it
+        // holds bytes; an idle connection keeps none.
+        if read.pending.is_empty() {
+            read.pending = BytesMut::new();
         }
-        // Back-pressure: a client whose own answers pile up, or a core
-        // whose messages to other cores pile up, stops being read.
-        while !io.closed() && (io.buffered() > limit || core.mesh_backlog_full()) {
-            if io.done() {
-                return;
-            }
-            if io.buffered() > limit {
-                io.wait_drained().await;
-            } else {
-                glommio::timer::sleep(Duration::from_micros(200)).await;
-            }
-        }
-        // Back-pressure: a subscriber this client publishes to is congested.
-        io.wait_released().await;
-        if !incomplete {
-            // Whole packets are still buffered: they go before any read.
-            continue;
-        }
-        // glommio reads a socket that has data without yielding: a busy
-        // publisher's loop would never let this core's writers run.
-        futures_lite::future::yield_now().await;
-        let start = buf.len();
-        buf.resize(start + chunk, 0);
-        let n = reader.read(&mut buf[start..]).await.unwrap_or(0);
-        buf.truncate(start + n);
-        chunk = if n == chunk {
-            (chunk * 2).min(READ_CHUNK)
-        } else if n < chunk / 4 {
-            (chunk / 2).max(MIN_READ_CHUNK)
-        } else {
-            chunk
-        };
-        if n == 0 {
-            return;
-        }
-        core.with_metrics(|m| m.bytes_received.fetch_add(n as u64, Relaxed));
+        return;
     }
+    let mut scratch = std::mem::take(&mut read.pending);
+    if !scratch.is_empty() {
+        read.pending = BytesMut::from(&scratch[..]);
+        scratch.clear();
+    }
+    core.poller.give_back(scratch);
+}
+
+/// The read side is over: the broker is told (unless it closed the
+/// connection itself), and the connection leaves the core once its last
+/// bytes are written.
+fn end(core: &Rc<Core>, io: &Rc<ConnIo>) {
+    if io.end_read() {
+        return;
+    }
+    if !io.closed() {
+        core.broker
+            .borrow_mut()
+            .on_connection_lost(io.id(), Instant::now());
+        core.flush();
+        io.close();
+    }
+    if io.done() {
+        leave(core, io);
+        return;
+    }
+    let (core, io) = (core.clone(), io.clone());
+    glommio::spawn_local(async move {
+        io.wait_done().await;
+        leave(&core, &io);
+    })
+    .detach();
+}
+
+fn leave(core: &Core, io: &ConnIo) {
+    core.poller.deregister(io.fd());
+    core.conns.borrow_mut().remove(&io.id());
 }

@@ -17,6 +17,7 @@ use glommio::{GlommioError, ResourceType};
 use super::conn_io::ConnIo;
 use super::connection;
 use super::notify::LocalNotify;
+use super::poller::{self, Poller};
 use super::{CoreEvent, HandOff, MeshMsg};
 use crate::broker::mesh::{batch_weight, MESH_WINDOW};
 use crate::broker::metrics::CoreMetrics;
@@ -58,6 +59,8 @@ const TICK: Duration = Duration::from_millis(200);
 pub(crate) struct Core {
     pub(crate) broker: RefCell<CoreBroker>,
     pub(crate) conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
+    /// Readiness of the connected clients' sockets.
+    pub(crate) poller: Poller,
     next_conn: Cell<ConnId>,
     next_client: Cell<u64>,
     pending_mesh: RefCell<Vec<(usize, MeshMsg)>>,
@@ -236,9 +239,19 @@ pub(crate) async fn run(
             return;
         }
     };
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(CoreEvent::Failed(format!(
+                "core {core_id}: cannot create a poller: {e}"
+            )));
+            return;
+        }
+    };
     let core = Rc::new(Core {
         broker: RefCell::new(CoreBroker::new(ctx, Instant::now())),
         conns: RefCell::new(HashMap::default()),
+        poller,
         next_conn: Cell::new(1),
         next_client: Cell::new(1),
         pending_mesh: RefCell::new(Vec::new()),
@@ -262,6 +275,7 @@ pub(crate) async fn run(
         .detach();
     }
     glommio::spawn_local(mesh_sender(core.clone())).detach();
+    glommio::spawn_local(poller::run(core.clone())).detach();
     let acceptor = glommio::spawn_local(accept_loop(core.clone(), listener, shutdown.clone()));
     tick_loop(&core, &shutdown).await;
     drop(acceptor);
@@ -306,7 +320,7 @@ fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
                 .fetch_sub(weight, Ordering::AcqRel);
         }
         MeshMsg::HandOff(h) => {
-            glommio::spawn_local(connection::serve_handed_off(core.clone(), h)).detach();
+            connection::serve_handed_off(core, h);
         }
     }
     core.flush();

@@ -10,6 +10,7 @@ mod conn_io;
 mod connection;
 mod core_loop;
 mod notify;
+mod poller;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

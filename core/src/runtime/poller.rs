@@ -1,0 +1,204 @@
+//! One readiness poller per core for its connected clients' sockets.
+//!
+//! An idle connection costs no task, no future and no glommio stream: its
+//! socket is registered, edge-triggered, in the core's epoll instance, and
+//! one task (this poller) reads the sockets that have data into a buffer
+//! the core shares, keeping per connection only the bytes of a packet
+//! that has not fully arrived. glommio offers no way to wait for an
+//! arbitrary descriptor, so the poller waits for the epoll descriptor
+//! through a glommio stream made from a duplicate of it (see
+//! [`wait_readable`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::io::AsyncReadExt;
+use glommio::net::TcpStream;
+
+use super::connection;
+use super::core_loop::Core;
+use super::notify::LocalNotify;
+use crate::broker::ConnId;
+
+/// Events taken from epoll per call.
+const EVENTS: usize = 64;
+
+/// The readiness of one core's connected sockets, and the connections
+/// waiting for their turn to be read.
+pub(crate) struct Poller {
+    epfd: OwnedFd,
+    /// Connections with something to do (data, buffered packets, a close),
+    /// in the order they became ready; each at most once.
+    ready: RefCell<VecDeque<ConnId>>,
+    /// Wakes the poller when a connection is queued from elsewhere than
+    /// epoll (a publisher released, a close, a drained write buffer).
+    queued: LocalNotify,
+    /// What reads land in: shared by the core's connections, so a silent
+    /// connection owns no read buffer.
+    scratch: RefCell<BytesMut>,
+    /// `scratch` is lent to the connection having its turn.
+    lent: Cell<bool>,
+}
+
+impl Poller {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 has no memory-safety preconditions; it
+        // returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Poller {
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ready: RefCell::new(VecDeque::new()),
+            queued: LocalNotify::default(),
+            scratch: RefCell::new(BytesMut::new()),
+            lent: Cell::new(false),
+        })
+    }
+
+    /// Watches a connection's socket for data and hang-ups (edge
+    /// triggered: reported once per arrival, so a socket is read until
+    /// it has nothing left or its connection is re-queued).
+    pub(crate) fn register(&self, fd: RawFd, id: ConnId) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: id,
+        };
+        // SAFETY: both descriptors are open; `ev` is a valid event that
+        // the kernel only reads.
+        let r = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Stops watching a socket (before its descriptor is closed).
+    pub(crate) fn deregister(&self, fd: RawFd) {
+        // SAFETY: as in `register`; the event argument is ignored for DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    /// The shared read buffer, for one turn.
+    pub(crate) fn lend_scratch(&self) -> BytesMut {
+        self.lent.set(true);
+        std::mem::take(&mut *self.scratch.borrow_mut())
+    }
+
+    pub(crate) fn scratch_lent(&self) -> bool {
+        self.lent.get()
+    }
+
+    /// The shared read buffer back, emptied.
+    pub(crate) fn give_back(&self, buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        self.lent.set(false);
+        *self.scratch.borrow_mut() = buf;
+    }
+
+    /// Queues a connection for a turn (the caller keeps it queued once).
+    pub(crate) fn push(&self, id: ConnId) {
+        self.ready.borrow_mut().push_back(id);
+        self.queued.notify();
+    }
+
+    fn pop(&self) -> Option<ConnId> {
+        self.ready.borrow_mut().pop_front()
+    }
+
+    fn queue_len(&self) -> usize {
+        self.ready.borrow().len()
+    }
+
+    /// Takes what epoll has without waiting: marks those sockets readable
+    /// and queues their connections.
+    fn collect(&self, core: &Core) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        loop {
+            // SAFETY: `events` has room for EVENTS entries, which is what
+            // the kernel is told; a zero timeout never blocks.
+            let n = unsafe {
+                libc::epoll_wait(self.epfd.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 0)
+            };
+            if n <= 0 {
+                return;
+            }
+            let conns = core.conns.borrow();
+            for ev in &events[..n as usize] {
+                let id = ev.u64;
+                if let Some(io) = conns.get(&id) {
+                    io.set_readable();
+                }
+            }
+            if (n as usize) < EVENTS {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until epoll has an event. A glommio stream made from a duplicate
+/// of the epoll descriptor registers a poll for readability when created
+/// and completes its read once that poll does; the read itself fails (an
+/// epoll descriptor is not a socket), which is the signal. The duplicate
+/// is closed when the stream drops.
+async fn wait_readable(epfd: RawFd) {
+    let fd = match super::dup_fd(epfd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot wait for sockets: {e}");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            return;
+        }
+    };
+    // SAFETY: `fd` is a fresh duplicate owned by nothing else; the stream
+    // takes that ownership and only polls, receives on and closes it.
+    let mut stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    let _ = stream.read(&mut [0u8; 1]).await;
+}
+
+/// The poller's task: gives each ready connection a turn (one read at
+/// most), in order, yielding to the core's other tasks after each pass.
+pub(crate) async fn run(core: Rc<Core>) {
+    let epfd = core.poller.epfd.as_raw_fd();
+    loop {
+        core.poller.collect(&core);
+        let pass = core.poller.queue_len();
+        if pass == 0 {
+            futures_lite::future::or(wait_readable(epfd), core.poller.queued.wait()).await;
+            continue;
+        }
+        // Back-pressure: a core whose messages to other cores pile up
+        // reads no socket until they catch up.
+        if core.mesh_backlog_full() {
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        for _ in 0..pass {
+            let Some(id) = core.poller.pop() else {
+                break;
+            };
+            let io = core.conns.borrow().get(&id).cloned();
+            if let Some(io) = io {
+                connection::turn(&core, &io);
+            }
+        }
+        // glommio reads a socket that has data without yielding: busy
+        // publishers would never let this core's writers and mesh run.
+        futures_lite::future::yield_now().await;
+    }
+}
