@@ -16,6 +16,9 @@ pub struct JournalConfig {
     pub pin_cores: bool,
     /// How often retention looks for expired segments, in milliseconds.
     pub retention_check_ms: u64,
+    /// Files of deleted segments kept for new segments to write over
+    /// (0: deleted segments' files are removed).
+    pub recycle_segments: usize,
 }
 
 impl Default for JournalConfig {
@@ -25,6 +28,7 @@ impl Default for JournalConfig {
             cores: 0,
             pin_cores: false,
             retention_check_ms: 10_000,
+            recycle_segments: crate::engine::DEFAULT_RECYCLE_SEGMENTS,
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - [`lifecycle`]: segment statuses and their allowed transitions.
 //! - [`meta`]: shard and segment metadata.
 //! - [`index`]: the sparse offset and time indexes.
-//! - [`segment`]: segment files on glommio DMA files.
+//! - [`segment`]: segment files on glommio DMA files; [`recycle`]: the
+//!   files of deleted segments kept for new ones.
 //! - [`shard`]: one shard on its owner core: group commit, recovery, reads,
 //!   retention, group offsets.
 
@@ -24,6 +25,7 @@ pub mod lifecycle;
 pub mod meta;
 pub mod offsets;
 pub mod record;
+pub mod recycle;
 pub mod role;
 pub mod segment;
 pub mod server;

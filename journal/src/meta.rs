@@ -102,6 +102,11 @@ pub struct SegmentMeta {
     pub status: SegmentStatus,
     /// Write generation, bumped each time it is reopened for writing.
     pub generation: u32,
+    /// The lowest generation this segment writes: when its file was
+    /// recycled from a deleted segment, the batches it still holds are all
+    /// below it (0 for a new file).
+    #[serde(default)]
+    pub floor: u32,
     /// Once sealed: the offset after its last record.
     pub end_offset: Option<u64>,
     /// Once sealed: bytes of batches in the file.
@@ -190,6 +195,7 @@ impl SegmentTable {
             base_offset,
             status: SegmentStatus::Idle,
             generation: 0,
+            floor: 0,
             end_offset: None,
             size_bytes: None,
             max_ts: None,
@@ -233,6 +239,24 @@ impl SegmentTable {
         let seg = self.get_mut(base_offset)?;
         seg.generation += 1;
         Ok(seg.generation)
+    }
+
+    /// Records that an `Idle` segment's file was recycled and may still
+    /// hold batches up to generation `old`: the segment writes above it.
+    pub fn set_recycled(&mut self, base_offset: u64, old: u32) -> Result<()> {
+        let seg = self.get_mut(base_offset)?;
+        if seg.status != SegmentStatus::Idle {
+            return Err(JournalError::InvalidArgument(format!(
+                "segment {base_offset} is {:?}: only a new segment takes a recycled file",
+                seg.status
+            )));
+        }
+        let floor = old.checked_add(1).ok_or_else(|| {
+            JournalError::InvalidArgument("recycled file's generation exhausted".into())
+        })?;
+        seg.generation = seg.generation.max(old);
+        seg.floor = floor;
+        Ok(())
     }
 
     /// Removes a segment that reached `Deleting`.

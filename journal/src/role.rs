@@ -36,6 +36,7 @@ pub fn start(node_id: u64, data_dir: &Path, config: &JournalConfig) -> Result<Ru
         pin: config.pin_cores,
         retention_check: Duration::from_millis(config.retention_check_ms.max(1)),
         listen: Some(config.addr),
+        recycle_segments: config.recycle_segments,
         ..JournalOptions::new(&dir)
     })?;
     tracing::info!(node_id, dir = %dir.display(), addr = %config.addr, cores = journal.cores(), "journal role started");

@@ -16,6 +16,7 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::error::{IoContext, JournalError, Result};
 use crate::format::{encode_pad, pad_len, parse_header, parse_pad, BatchHeader, FrameError};
+use crate::recycle::{Recycled, Recycler};
 
 /// Alignment of every direct write.
 pub const ALIGN: u64 = 4096;
@@ -73,6 +74,20 @@ pub async fn create(path: &Path, capacity: u64) -> Result<DmaFile> {
         .ctx(ctx)?;
     file.pre_allocate(capacity, false).await.ctx(ctx)?;
     Ok(file)
+}
+
+/// Creates the file of a new segment: a recycled one from `pool` when it
+/// has one of `capacity` bytes (see [`crate::recycle`]), else a new one,
+/// preallocated. Returns what the recycled file may still hold.
+pub async fn create_or_recycle(
+    pool: &Recycler,
+    path: &Path,
+    capacity: u64,
+) -> Result<(DmaFile, Option<Recycled>)> {
+    if let Some(recycled) = pool.take(capacity, path) {
+        return Ok((open(path).await?, Some(recycled)));
+    }
+    Ok((create(path, capacity).await?, None))
 }
 
 /// Opens an existing segment file for reading and writing.

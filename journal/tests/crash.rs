@@ -1,7 +1,9 @@
 //! Crash safety: a child process appends under `always` and prints every
 //! acknowledged offset; the parent kills it with SIGKILL at random moments,
 //! again and again on the same directory, then checks that every
-//! acknowledged record reads back intact at its offset.
+//! acknowledged record reads back intact at its offset. Each child first
+//! fills and deletes another shard, so that the crash shard's new segments
+//! take recycled files still full of older, valid batches.
 
 mod common;
 
@@ -50,6 +52,7 @@ fn crash_child() {
         index_interval_bytes: 8192,
         ..ShardConfig::default()
     };
+    fill_the_pool(&journal, &config, run);
     let _ = block_on(journal.create_shard(SHARD, config));
     println!("READY");
     let threads: Vec<_> = (0..WRITERS)
@@ -73,6 +76,28 @@ fn crash_child() {
         let _ = t.join();
     }
 }
+
+/// Writes four segments' worth to a shard of the same configuration and
+/// deletes it: its files go to the recycling pool.
+fn fill_the_pool(journal: &Journal, config: &ShardConfig, run: u64) {
+    let name = format!("filler-{run}");
+    let _ = block_on(journal.delete_shard(&name));
+    block_on(journal.create_shard(&name, config.clone())).unwrap();
+    for seq in 0..96 {
+        let batch: Vec<_> = (0..3)
+            .map(|k| {
+                let mut p = payload_for(seq % WRITERS, seq * 3 + k, run);
+                p[..7].copy_from_slice(FILLER);
+                RecordIn::from_payload(p)
+            })
+            .collect();
+        block_on(journal.append(&name, batch)).unwrap();
+    }
+    block_on(journal.delete_shard(&name)).unwrap();
+}
+
+/// How the filler's records start (the crash shard's never do).
+const FILLER: &[u8; 7] = b"filler-";
 
 struct Rng(u64);
 
@@ -192,6 +217,11 @@ fn every_acknowledged_record_survives_repeated_kill_9() {
         let Some(last) = records.last() else { break };
         next = last.offset + 1;
         for r in records {
+            assert!(
+                !r.payload.starts_with(FILLER),
+                "offset {} reads a recycled file's old record",
+                r.offset
+            );
             found.insert(r.offset, r.payload);
         }
     }
@@ -209,5 +239,7 @@ fn every_acknowledged_record_survives_repeated_kill_9() {
         segs.len()
     );
     journal.stop();
+    let pool = dir.join(robustmq_journal::recycle::POOL_DIR);
+    assert!(pool.exists(), "the children recycled no segment file");
     std::fs::remove_dir_all(dir).unwrap();
 }

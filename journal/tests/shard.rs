@@ -522,3 +522,92 @@ fn bad_appends_get_typed_errors() {
     });
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A new shard's segment made from a deleted shard's file: the old batches
+/// behind its end have exactly the offsets, sizes and valid CRCs that the
+/// new shard's next records would have, and must still read as the end of
+/// the log (by generation), never as records.
+#[test]
+fn recycled_segment_files_never_resurrect_their_old_batches() {
+    use robustmq_journal::recycle::Recycler;
+    let dir = temp_dir("recycle");
+    let root = dir.clone();
+    run(move || async move {
+        let pool = Recycler::new(&root, 4);
+        let config = small(FsyncPolicy::Always);
+        let old = Shard::create_in(&root, "old", config.clone(), pool.clone())
+            .await
+            .unwrap();
+        fill(&old, 40, 1, 500).await;
+        assert_eq!(old.segments().len(), 1);
+        old.destroy().await.unwrap();
+        assert_eq!(pool.len(), 1, "the deleted segment's file is kept");
+
+        let new = Shard::create_in(&root, "new", config.clone(), pool.clone())
+            .await
+            .unwrap();
+        assert_eq!(pool.len(), 0, "the new segment took it");
+        // Reopened before its first append, the new segment starts with the
+        // old shard's batches, offsets 0.. and all: none of them is data.
+        new.close().await.unwrap();
+        drop(new);
+        let new = Shard::open_in(&root.join("new"), pool.clone())
+            .await
+            .unwrap();
+        assert_eq!(new.info().end_offset, 0, "old batches 0..40 came back");
+        assert!(new.read(0, ALL).await.unwrap().is_empty());
+        fill(&new, 25, 1, 500).await;
+        new.close().await.unwrap();
+        drop(new);
+        let new = Shard::open_in(&root.join("new"), pool.clone())
+            .await
+            .unwrap();
+        assert_eq!(new.info().end_offset, 25, "old batches 25..40 came back");
+        check_all(&new, 25, 500).await;
+        assert!(new.recovery_report().truncated.is_empty());
+        // Appends go on over the old batches, and survive another reopen.
+        let ack = new.append(records(25, 1, 500)).await.unwrap();
+        assert_eq!(ack.base_offset, 25);
+        new.close().await.unwrap();
+        drop(new);
+        let new = Shard::open_in(&root.join("new"), pool.clone())
+            .await
+            .unwrap();
+        check_all(&new, 26, 500).await;
+        // Rolls take recycled files too, and sealed segments keep their size.
+        fill_from(&new, 26, 300, 500).await;
+        let deleted = new.apply_retention(u64::MAX).unwrap();
+        assert!(deleted.is_empty());
+        new.close().await.unwrap();
+        drop(new);
+        let new = Shard::open_in(&root.join("new"), pool).await.unwrap();
+        check_all(&new, 326, 500).await;
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Without a pool, a new shard's segment file starts as zeros (and the
+/// deleted shard's files are gone).
+#[test]
+fn without_recycling_deleted_files_are_removed() {
+    use robustmq_journal::recycle::Recycler;
+    let dir = temp_dir("norecycle");
+    let root = dir.clone();
+    run(move || async move {
+        let old = Shard::create_in(&root, "old", small(FsyncPolicy::Always), Recycler::off())
+            .await
+            .unwrap();
+        fill(&old, 10, 1, 500).await;
+        old.destroy().await.unwrap();
+        assert!(!root.join("old").exists());
+        assert!(!root.join(robustmq_journal::recycle::POOL_DIR).exists());
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn fill_from(shard: &Shard, from: u64, n: u64, len: usize) {
+    for i in from..from + n {
+        let ack = shard.append(records(i, 1, len)).await.unwrap();
+        assert_eq!(ack.base_offset, i);
+    }
+}

@@ -90,6 +90,8 @@ pub struct CoreSpec {
     pub cores: usize,
     /// The directory holding one directory per shard.
     pub root: PathBuf,
+    /// Segment files to reuse, shared by the cores.
+    pub pool: crate::recycle::Recycler,
     /// How often retention runs.
     pub retention_check: Duration,
     /// The RPC listener to serve, with the handle its connections use.
@@ -224,7 +226,7 @@ impl Core {
             if validate_name(&name).is_err() || owner(&name, self.spec.cores) != self.spec.id {
                 continue;
             }
-            match Shard::open(&entry.path()).await {
+            match Shard::open_in(&entry.path(), self.spec.pool.clone()).await {
                 Ok(shard) => {
                     tracing::info!(shard = %name, core = self.spec.id, info = ?shard.info(), "shard opened");
                     self.shards.borrow_mut().insert(name, shard);
@@ -315,7 +317,8 @@ impl Core {
         {
             return Err(JournalError::ShardExists(name));
         }
-        let created = Shard::create(&self.spec.root, &name, config).await;
+        let pool = self.spec.pool.clone();
+        let created = Shard::create_in(&self.spec.root, &name, config, pool).await;
         self.busy.borrow_mut().remove(&name);
         let shard = created?;
         self.shards.borrow_mut().insert(name, shard);

@@ -22,6 +22,10 @@ use crate::shard::{AppendAck, ReadLimits, SegmentInfo, ShardInfo};
 /// Requests queued per core before senders wait.
 const CORE_QUEUE: usize = 8192;
 
+/// Segment files kept for reuse by default: 4 GiB with the default
+/// segment size, enough for several seconds of writes at full speed.
+pub const DEFAULT_RECYCLE_SEGMENTS: usize = 4;
+
 /// How to start the engine.
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
@@ -38,6 +42,9 @@ pub struct JournalOptions {
     /// Serve the journal RPC on this address from every core (port 0 picks
     /// a free port; see [`Journal::rpc_addr`]).
     pub listen: Option<SocketAddr>,
+    /// Files of deleted segments kept for new segments (0: none); see
+    /// [`crate::recycle`].
+    pub recycle_segments: usize,
 }
 
 impl JournalOptions {
@@ -50,6 +57,7 @@ impl JournalOptions {
             retention_check: Duration::from_secs(10),
             io_memory: 2 << 20,
             listen: None,
+            recycle_segments: DEFAULT_RECYCLE_SEGMENTS,
         }
     }
 }
@@ -102,6 +110,7 @@ impl Journal {
                 id,
                 cores,
                 root: opts.dir.clone(),
+                pool: crate::recycle::Recycler::new(&opts.dir, opts.recycle_segments),
                 retention_check: opts.retention_check,
                 listen: rpc_addr.map(|a| (a, journal.clone())),
                 journal: journal.key(),

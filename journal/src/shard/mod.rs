@@ -17,6 +17,7 @@ use crate::lifecycle::SegmentStatus;
 use crate::meta::{self, ShardConfig, ShardMeta};
 use crate::offsets::GroupOffsets;
 use crate::record::{Record, RecordIn};
+use crate::recycle::Recycler;
 pub use read::ReadLimits;
 pub use state::RecoveryReport;
 use state::SharedState;
@@ -103,8 +104,20 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Creates shard `name` under `root` (`root/name/`).
+    /// Creates shard `name` under `root` (`root/name/`), without recycling
+    /// segment files.
     pub async fn create(root: &Path, name: &str, config: ShardConfig) -> Result<Rc<Shard>> {
+        Self::create_in(root, name, config, Recycler::off()).await
+    }
+
+    /// Creates shard `name` under `root` (`root/name/`); its segments take
+    /// and leave files in `pool`.
+    pub async fn create_in(
+        root: &Path,
+        name: &str,
+        config: ShardConfig,
+        pool: Recycler,
+    ) -> Result<Rc<Shard>> {
         validate_name(name)?;
         config.validate()?;
         let dir = root.join(name);
@@ -120,12 +133,19 @@ impl Shard {
         };
         meta::save(&dir, &m)?;
         meta::sync_dir(root)?;
-        Self::open(&dir).await
+        Self::open_in(&dir, pool).await
     }
 
-    /// Opens (and recovers) the shard in `dir`; starts its writer task.
+    /// Opens (and recovers) the shard in `dir`, without recycling segment
+    /// files; starts its writer task.
     pub async fn open(dir: &Path) -> Result<Rc<Shard>> {
-        let (state, writer) = recovery::open(dir).await?;
+        Self::open_in(dir, Recycler::off()).await
+    }
+
+    /// Opens (and recovers) the shard in `dir`, its segments taking and
+    /// leaving files in `pool`; starts its writer task.
+    pub async fn open_in(dir: &Path, pool: Recycler) -> Result<Rc<Shard>> {
+        let (state, writer) = recovery::open(dir, pool).await?;
         let offsets = RefCell::new(GroupOffsets::load(dir)?);
         let (queue, rx) = flume::bounded(QUEUE_DEPTH);
         glommio::spawn_local(writer.run(rx)).detach();
@@ -257,8 +277,22 @@ impl Shard {
                         .set_status(seg.base_offset, SegmentStatus::PrepareDelete)?;
                 }
             }
-            st.handles.clear();
+            // Files that reads in flight still hold are not recycled (they
+            // could be overwritten under the read): they go with the
+            // directory, and so does whatever the pool has no room for.
+            let idle: Vec<u64> = std::mem::take(&mut st.handles)
+                .into_iter()
+                .filter(|(_, h)| Rc::strong_count(&h.file) == 1)
+                .map(|(base, _)| base)
+                .collect();
             st.save()?;
+            for seg in st.table.all() {
+                if idle.contains(&seg.base_offset) {
+                    let log = crate::segment::log_path(&st.dir, seg.base_offset);
+                    st.pool
+                        .retire(&log, st.config.segment_bytes, seg.generation);
+                }
+            }
             st.dir.clone()
         };
         std::fs::remove_dir_all(&dir)

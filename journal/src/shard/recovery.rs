@@ -16,6 +16,7 @@ use crate::format::{parse_header, verify_batch, BatchHeader, BATCH_HEADER_LEN};
 use crate::index::{self, IndexEntry, SegmentIndex};
 use crate::lifecycle::SegmentStatus;
 use crate::meta::{self, SegmentMeta, SegmentTable};
+use crate::recycle::Recycler;
 use crate::segment::{self, Step, TailWriter, WalkEnd};
 use crate::shard::state::{SegmentHandle, ShardState, SharedState};
 use crate::shard::writer::{remove_stale_indexes, Writer};
@@ -45,7 +46,8 @@ struct Cursor {
 }
 
 /// Walks a segment from its last index point (or its beginning), checking
-/// every batch and adding index points to `index`.
+/// every batch and adding index points to `index`. Batches below the
+/// segment's `floor` are what a recycled file held before: they end the log.
 ///
 /// With `skip_damage` (sealed segments, whose every byte was written and
 /// synced before the seal), a damaged batch whose header is intact and that
@@ -57,19 +59,20 @@ struct Cursor {
 async fn scan(
     file: &DmaFile,
     path: &Path,
-    base: u64,
+    seg: &SegmentMeta,
     limit: u64,
     interval: u64,
     index: &mut SegmentIndex,
     skip_damage: bool,
 ) -> Result<Scan> {
+    let (base, floor) = (seg.base_offset, seg.floor);
     let start = index.last();
     let (pos, next) = start.map_or((0, base), |e| (e.position, e.offset));
     let mut c = Cursor {
         pos,
         next,
         max_ts: start.map(|e| e.timestamp),
-        last_gen: 0,
+        last_gen: floor,
         last_index_pos: pos,
     };
     let mut skipped = Vec::new();
@@ -227,7 +230,7 @@ async fn recover_tail(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentH
         let found = scan(
             &file,
             &path,
-            base,
+            seg,
             limit,
             st.config.index_interval_bytes,
             &mut index,
@@ -245,9 +248,19 @@ async fn recover_tail(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentH
         }
     };
     report_skipped(st, base, &found.skipped);
-    if let Some(reason) = &found.damage {
-        tracing::warn!(shard = %st.name, segment = base, position = found.end, %reason, "torn or corrupt tail cut");
-        st.report.truncated.push((base, found.end, reason.clone()));
+    match &found.damage {
+        // A recycled file holds its earlier batches after the end, not
+        // zeros: whatever is there (an older batch, or the middle of one)
+        // ends the log as zeros would. A torn write of this segment looks
+        // the same there and ends the log too; it is only not reported.
+        Some(reason) if seg.floor > 0 => {
+            tracing::debug!(shard = %st.name, segment = base, position = found.end, %reason, "end of a recycled segment's data");
+        }
+        Some(reason) => {
+            tracing::warn!(shard = %st.name, segment = base, position = found.end, %reason, "torn or corrupt tail cut");
+            st.report.truncated.push((base, found.end, reason.clone()));
+        }
+        None => {}
     }
     index.truncate_at(found.end);
     index::write_all(&path, &index)?;
@@ -273,7 +286,7 @@ async fn open_sealed(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentHa
         let found = scan(
             &file,
             &path,
-            base,
+            seg,
             size,
             st.config.index_interval_bytes,
             &mut index,
@@ -298,8 +311,13 @@ async fn open_sealed(st: &mut ShardState, seg: &SegmentMeta) -> Result<SegmentHa
     })
 }
 
-/// Finishes deleting a segment whose deletion was interrupted.
+/// Deletes a segment (finishing a deletion a crash interrupted): its log
+/// file goes to the pool when nothing reads it any more and the pool has
+/// room, else it is removed.
 pub fn finish_delete(st: &mut ShardState, base: u64) -> Result<()> {
+    // A read in flight holds the file: recycled, it could be overwritten
+    // by another shard under the read, so it is only removed then.
+    let mut in_use = false;
     if st
         .table
         .get(base)
@@ -307,13 +325,19 @@ pub fn finish_delete(st: &mut ShardState, base: u64) -> Result<()> {
     {
         st.table.set_status(base, SegmentStatus::PrepareDelete)?;
         st.save()?;
-        st.handles.remove(&base);
+        in_use = st
+            .handles
+            .remove(&base)
+            .is_some_and(|h| Rc::strong_count(&h.file) > 1);
         st.table.set_status(base, SegmentStatus::Deleting)?;
         st.save()?;
     }
     let log = segment::log_path(&st.dir, base);
-    for p in [index::offset_path(&log), index::time_path(&log), log] {
-        match std::fs::remove_file(&p) {
+    let generation = st.table.get(base).map_or(0, |s| s.generation);
+    let recycled = !in_use && st.pool.retire(&log, st.config.segment_bytes, generation);
+    let files = [index::offset_path(&log), index::time_path(&log), log];
+    for p in &files[..if recycled { 2 } else { 3 }] {
+        match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(JournalError::io(format!("removing {}", p.display()), e))
             }
@@ -326,7 +350,7 @@ pub fn finish_delete(st: &mut ShardState, base: u64) -> Result<()> {
 
 /// Opens a shard directory: returns its state and the writer of its
 /// `Write` segment (created when there is none).
-pub async fn open(dir: &Path) -> Result<(SharedState, Writer)> {
+pub async fn open(dir: &Path, pool: Recycler) -> Result<(SharedState, Writer)> {
     let m = meta::load(dir)?;
     let table = SegmentTable::from_loaded(m.segments)?;
     let mut st = ShardState {
@@ -338,6 +362,7 @@ pub async fn open(dir: &Path) -> Result<(SharedState, Writer)> {
         failed: None,
         report: Default::default(),
         syncs: 0,
+        pool,
     };
     for seg in st.table.all().to_vec() {
         let base = seg.base_offset;
@@ -385,8 +410,13 @@ async fn ensure_write_segment(st: &mut ShardState) -> Result<u64> {
         }
     };
     let path = segment::log_path(&st.dir, base);
-    let file = Rc::new(segment::create(&path, st.config.segment_bytes).await?);
+    let (file, recycled) =
+        segment::create_or_recycle(&st.pool, &path, st.config.segment_bytes).await?;
+    let file = Rc::new(file);
     remove_stale_indexes(&path);
+    if let Some(r) = recycled {
+        st.table.set_recycled(base, r.generation)?;
+    }
     st.table.set_status(base, SegmentStatus::Write)?;
     st.save()?;
     st.handles.insert(

@@ -78,6 +78,7 @@ mod tests {
             failed: None,
             report: Default::default(),
             syncs: 0,
+            pool: Default::default(),
         }
     }
 

@@ -58,6 +58,8 @@ pub struct ShardState {
     pub report: RecoveryReport,
     /// fdatasyncs of segment data since the shard was opened.
     pub syncs: u64,
+    /// Where deleted segments' files go, and new segments' come from.
+    pub pool: crate::recycle::Recycler,
 }
 
 /// A shared handle on a shard's state.

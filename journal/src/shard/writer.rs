@@ -712,16 +712,21 @@ impl Writer {
 
     async fn open_next(&mut self) -> Result<()> {
         let base = self.next_offset;
-        let (path, capacity) = {
+        let (path, capacity, pool) = {
             let mut st = self.state.borrow_mut();
             st.table.add_idle(base)?;
             st.save()?;
-            (segment::log_path(&st.dir, base), st.config.segment_bytes)
+            let path = segment::log_path(&st.dir, base);
+            (path, st.config.segment_bytes, st.pool.clone())
         };
-        let file = Rc::new(segment::create(&path, capacity).await?);
+        let (file, recycled) = segment::create_or_recycle(&pool, &path, capacity).await?;
+        let file = Rc::new(file);
         remove_stale_indexes(&path);
         let generation = {
             let mut st = self.state.borrow_mut();
+            if let Some(r) = recycled {
+                st.table.set_recycled(base, r.generation)?;
+            }
             st.table.set_status(base, SegmentStatus::Write)?;
             let generation = st.table.bump_generation(base)?;
             st.save()?;
