@@ -55,11 +55,30 @@ pub struct JournalBenchArgs {
     #[arg(long)]
     pub fio: bool,
     /// With --fio, also run fio on a file large enough that it never wraps
-    /// around (3 GB per second of run), so that, like the journal, it only
+    /// around (2.5 GB per second of run; a warning says when it did), so
+    /// that, like the journal without recycled files, it only
     /// writes space never written before (the default 2 GiB file is
     /// overwritten after its first pass, which costs the file system less).
     #[arg(long)]
     pub fio_fresh: bool,
+    /// Segment size of the bench's shards, in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub segment_bytes: u64,
+    /// Retention of the bench's shards by size (0: none). With it, sealed
+    /// segments are dropped (checked every 100 ms) and their files recycled
+    /// for the next ones: a shard in steady state, on bounded disk space.
+    #[arg(long, default_value_t = 0)]
+    pub retention_bytes: u64,
+    /// Segment files of deleted segments the engine keeps for new ones
+    /// (its `recycle_segments`).
+    #[arg(long, default_value_t = robustmq_journal::engine::DEFAULT_RECYCLE_SEGMENTS)]
+    pub recycle: usize,
+    /// Before the measured run, fill and delete a shard of `--recycle`
+    /// segments, so that the measured shard's segments are recycled files
+    /// (written space) as in a shard whose retention deletes segments,
+    /// rather than new preallocated (unwritten) space.
+    #[arg(long)]
+    pub prefill_pool: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +102,11 @@ struct Outcome {
     errors: u64,
 }
 
+/// Size of fio's never-written file per second of run: more than this
+/// disk's fio ever wrote on fresh space (about 2 GB/s), and small enough
+/// for a shared disk.
+const FRESH_BYTES_PER_SEC: u64 = 2_500_000_000;
+
 /// Runs the benchmark.
 pub fn run(args: JournalBenchArgs) -> Result<(), String> {
     if args.writers == 0 || args.batch == 0 || args.shards == 0 || args.duration == 0 {
@@ -91,9 +115,14 @@ pub fn run(args: JournalBenchArgs) -> Result<(), String> {
     let dir = args.dir.join("robust-bench-journal");
     let journal = Journal::start(JournalOptions {
         cores: args.cores,
+        recycle_segments: args.recycle,
+        retention_check: Duration::from_millis(100),
         ..JournalOptions::new(&dir)
     })
     .map_err(|e| e.to_string())?;
+    if args.prefill_pool {
+        prefill_pool(&journal, args.recycle, args.segment_bytes)?;
+    }
     let shards = create_shards(&journal, &args)?;
     let outcome = drive(&journal, &shards, &args);
     for s in &shards {
@@ -111,12 +140,53 @@ pub fn run(args: JournalBenchArgs) -> Result<(), String> {
         Some(run_fio(
             &args.dir,
             args.duration,
-            3_000_000_000 * args.duration,
+            FRESH_BYTES_PER_SEC * args.duration,
         )?)
     } else {
         None
     };
     report(&args, &outcome, fio, fio_fresh);
+    Ok(())
+}
+
+/// Writes `segments` default-size segments to a scratch shard and deletes
+/// it: its files go to the engine's recycling pool.
+fn prefill_pool(journal: &Journal, segments: usize, segment_bytes: u64) -> Result<(), String> {
+    let name = "bench-prefill";
+    let config = ShardConfig {
+        fsync: FsyncPolicy::Never,
+        segment_bytes,
+        ..ShardConfig::default()
+    };
+    let block = |e: robustmq_journal::JournalError| e.to_string();
+    let _ = futures_lite::future::block_on(journal.delete_shard(name));
+    futures_lite::future::block_on(journal.create_shard(name, config.clone())).map_err(block)?;
+    let payload = Bytes::from(vec![0x5au8; 1 << 20]);
+    let appends = segments as u64 * config.segment_bytes / (1 << 20) + 1;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let (journal, payload) = (journal.clone(), payload.clone());
+            std::thread::spawn(move || {
+                for _ in (w..appends).step_by(8) {
+                    let r = vec![RecordIn::from_payload(payload.clone())];
+                    futures_lite::future::block_on(journal.append(name, r))?;
+                }
+                Ok::<_, robustmq_journal::JournalError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.join()
+            .map_err(|_| "prefill writer panicked")?
+            .map_err(block)?;
+    }
+    futures_lite::future::block_on(journal.delete_shard(name)).map_err(block)?;
+    tracing::info!(
+        segments,
+        secs = t.elapsed().as_secs_f64(),
+        "recycling pool filled"
+    );
     Ok(())
 }
 
@@ -130,6 +200,8 @@ fn create_shards(journal: &Journal, args: &JournalBenchArgs) -> Result<Vec<Strin
         let config = ShardConfig {
             fsync: args.fsync,
             fsync_interval_ms: args.fsync_interval_ms,
+            segment_bytes: args.segment_bytes,
+            retention_bytes: args.retention_bytes,
             ..ShardConfig::default()
         };
         futures_lite::future::block_on(journal.create_shard(&name, config))
@@ -280,6 +352,14 @@ fn run_fio(dir: &std::path::Path, secs: u64, size: u64) -> Result<f64, String> {
     let bytes = v["jobs"][0]["write"]["bw_bytes"]
         .as_f64()
         .ok_or("fio output has no write bandwidth")?;
+    let written = v["jobs"][0]["write"]["io_bytes"].as_u64().unwrap_or(0);
+    if written > size && size > 2 << 30 {
+        tracing::warn!(
+            written,
+            size,
+            "fio wrapped around its never-written file: it overwrote some"
+        );
+    }
     Ok(bytes / 1e6)
 }
 
@@ -293,8 +373,9 @@ fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>, fio_fresh: Opt
         o.latency.max(),
     );
     println!(
-        "journal: {} writers ({:?}), {} B records x{} per append, fsync {:?}, {} core(s), {} shard(s), {:.1} s",
-        args.writers, args.client, args.record_size, args.batch, args.fsync, args.cores, args.shards, secs
+        "journal: {} writers ({:?}), {} B records x{} per append, fsync {:?}, {} core(s), {} shard(s), {:.1} s{}",
+        args.writers, args.client, args.record_size, args.batch, args.fsync, args.cores, args.shards, secs,
+        if args.prefill_pool { format!(", over {} recycled segment files", args.recycle) } else { String::new() }
     );
     println!("  {rps:.0} records/s, {mbps:.1} MB/s, append latency p50 {p50} us, p99 {p99} us, max {max} us, {} errors", o.errors);
     if let Some(fio) = fio {
@@ -306,7 +387,7 @@ fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>, fio_fresh: Opt
     if let Some(fresh) = fio_fresh {
         println!(
             "  fio on never-written space ({} GB file): {fresh:.1} MB/s; journal/fio = {:.2}",
-            3 * args.duration,
+            FRESH_BYTES_PER_SEC * args.duration / 1_000_000_000,
             mbps / fresh
         );
     }
@@ -316,8 +397,9 @@ fn report(args: &JournalBenchArgs, o: &Outcome, fio: Option<f64>, fio_fresh: Opt
             fio_field.push_str(&format!(",\"fio_fresh_mb_per_s\":{f:.1}"));
         }
         println!(
-            "{{\"records_per_s\":{rps:.0},\"mb_per_s\":{mbps:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"max_us\":{max},\"errors\":{},\"writers\":{},\"record_size\":{},\"batch\":{},\"fsync\":\"{:?}\",\"cores\":{},\"shards\":{},\"client\":\"{:?}\",\"seconds\":{secs:.2}{fio_field}}}",
-            o.errors, args.writers, args.record_size, args.batch, args.fsync, args.cores, args.shards, args.client
+            "{{\"records_per_s\":{rps:.0},\"mb_per_s\":{mbps:.1},\"p50_us\":{p50},\"p99_us\":{p99},\"max_us\":{max},\"errors\":{},\"writers\":{},\"record_size\":{},\"batch\":{},\"fsync\":\"{:?}\",\"cores\":{},\"shards\":{},\"client\":\"{:?}\",\"recycled\":{},\"seconds\":{secs:.2}{fio_field}}}",
+            o.errors, args.writers, args.record_size, args.batch, args.fsync, args.cores, args.shards, args.client,
+            if args.prefill_pool { args.recycle } else { 0 }
         );
     }
 }
