@@ -175,8 +175,26 @@ fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, String> {
     Ok(socket)
 }
 
+/// Keeps the kernel from backing this process's memory with 2 MiB
+/// transparent huge pages. mimalloc asks for them on its arenas
+/// (MADV_HUGEPAGE), so heap growth became resident 2 MiB at a time: about
+/// 600 B more RSS per idle connection (10,000 connections: 1,589 against
+/// 966 B) and 13 MiB more at start. Pages faulted in from now on are small.
+fn disable_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments only
+    // and changes no memory this process uses.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r != 0 {
+        tracing::debug!(
+            "cannot disable transparent huge pages: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Starts the broker on its cores and returns once every core listens.
 pub fn start(config: &ServerConfig) -> Result<Running, String> {
+    disable_huge_pages();
     let mqtt = Arc::new(config.mqtt.clone());
     let acl = Arc::new(mqtt.acl().map_err(|e| e.to_string())?);
     let cores = core_count(mqtt.cores);
