@@ -22,7 +22,6 @@ use glommio::net::TcpStream;
 use robustmq_protocol::mqtt::{Decoder, ProtocolVersion, QoS};
 
 use super::core_loop::Core;
-use super::notify::LocalNotify;
 use crate::broker::ConnId;
 use crate::session::Outgoing;
 
@@ -56,8 +55,6 @@ pub(crate) struct ConnIo {
     closed: Cell<bool>,
     /// Closed and written out, or the socket failed: nothing more is sent.
     done: Cell<bool>,
-    /// Bytes were written (or the connection is done).
-    drained: LocalNotify,
     /// Subscribers this client publishes to are congested: do not read.
     held: Cell<bool>,
     /// Over `backpressure_bytes` unwritten, as last told to the broker.
@@ -92,7 +89,6 @@ impl ConnIo {
             writing: Cell::new(false),
             closed: Cell::new(false),
             done: Cell::new(false),
-            drained: LocalNotify::default(),
             held: Cell::new(false),
             congested: Cell::new(false),
             queued: Cell::new(false),
@@ -112,7 +108,7 @@ impl ConnIo {
 
     /// Queues the connection for a turn of the poller (once).
     pub(crate) fn wake_reader(&self) {
-        if self.queued.replace(true) || self.ended.get() {
+        if self.queued.replace(true) {
             return;
         }
         if let Some(core) = self.core.upgrade() {
@@ -155,10 +151,13 @@ impl ConnIo {
         self.ended.replace(true)
     }
 
+    pub(crate) fn ended(&self) -> bool {
+        self.ended.get()
+    }
+
     /// Bytes were written or the connection is done: a reader stalled on
     /// the buffer may go on.
     fn notify_drained(&self) {
-        self.drained.notify();
         if self.stalled.replace(false) {
             self.wake_reader();
         }
@@ -228,13 +227,6 @@ impl ConnIo {
 
     pub(crate) fn buffered(&self) -> usize {
         self.buf.borrow().len()
-    }
-
-    /// Waits until the connection is written out and shut down.
-    pub(crate) async fn wait_done(&self) {
-        while !self.done.get() {
-            self.drained.wait().await;
-        }
     }
 
     /// The broker holds (or releases) this publisher: back-pressure.

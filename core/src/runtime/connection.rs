@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::GlommioError;
@@ -95,6 +95,7 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             return;
         }
     };
+    detach_connect(&mut connect);
     let version = connect.protocol;
     match route_connect(&mut connect, core.cores(), || core.assign_client_id()) {
         ConnectRoute::Refuse(ack) => write_and_close(&mut stream, version, *ack).await,
@@ -127,6 +128,23 @@ pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
             }
             Err(e) => tracing::warn!("cannot keep a connection: {e}"),
         },
+    }
+}
+
+/// Copies what the broker keeps of CONNECT out of the read buffer: the
+/// decoder's slices would keep the whole buffer and its shared header
+/// (104 bytes) alive for as long as the session keeps the client id.
+fn detach_connect(c: &mut Connect) {
+    c.client_id = c.client_id.to_string().into();
+    if let Some(u) = &mut c.username {
+        *u = u.to_string().into();
+    }
+    if let Some(p) = &mut c.password {
+        *p = Bytes::copy_from_slice(p);
+    }
+    if let Some(w) = &mut c.will {
+        w.topic = w.topic.to_string().into();
+        w.payload = Bytes::copy_from_slice(&w.payload);
     }
 }
 
@@ -193,6 +211,13 @@ enum Step {
 /// once if the socket may have more (back-pressure permitting).
 pub(crate) fn turn(core: &Rc<Core>, io: &Rc<ConnIo>) {
     io.dequeued();
+    if io.ended() {
+        // Queued by the end of its last write.
+        if io.done() {
+            leave(core, io);
+        }
+        return;
+    }
     let step = {
         let mut read = io.read.borrow_mut();
         let read = &mut *read;
@@ -373,18 +398,14 @@ fn end(core: &Rc<Core>, io: &Rc<ConnIo>) {
         core.flush();
         io.close();
     }
+    // Otherwise the writer task finishes it, which queues it again.
     if io.done() {
         leave(core, io);
-        return;
     }
-    let (core, io) = (core.clone(), io.clone());
-    glommio::spawn_local(async move {
-        io.wait_done().await;
-        leave(&core, &io);
-    })
-    .detach();
 }
 
+/// The connection leaves the core; its socket closes when the last
+/// reference to it (a writer task's, or the poller's turn) goes.
 fn leave(core: &Core, io: &ConnIo) {
     core.poller.deregister(io.fd());
     core.conns.borrow_mut().remove(&io.id());

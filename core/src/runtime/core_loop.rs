@@ -372,6 +372,7 @@ async fn tick_loop(core: &Rc<Core>, shutdown: &AtomicBool) {
         glommio::timer::sleep(TICK).await;
         core.broker.borrow_mut().tick(Instant::now());
         core.flush();
+        core.poller.nudge();
     }
 }
 
