@@ -172,6 +172,8 @@ pub struct CoreBroker {
     random: u64,
     sys_next: Instant,
     pressure: pressure::Pressure,
+    /// The clients a message matched, reused from message to message.
+    match_scratch: Vec<(ByteString, SubscriptionOptions, Vec<u32>)>,
 }
 
 impl CoreBroker {
@@ -203,6 +205,7 @@ impl CoreBroker {
             next_token: 1,
             random: seed,
             pressure: pressure::Pressure::default(),
+            match_scratch: Vec::new(),
         }
     }
 

@@ -23,8 +23,20 @@ impl CoreBroker {
         };
         // Keep-alive counts every control packet from the client (MQTT
         // 3.1.1 and 5.0, 3.1.2.10), SUBSCRIBE and UNSUBSCRIBE included.
-        if let Some(entry) = self.sessions.get_mut(&client_id) {
-            entry.session.touch(now);
+        // The session's PUBLISH and acknowledgement handlers touch it
+        // themselves: one lookup less for each of those.
+        let touched_by_session = matches!(
+            packet,
+            Packet::Publish(_)
+                | Packet::PubAck(_)
+                | Packet::PubRec(_)
+                | Packet::PubRel(_)
+                | Packet::PubComp(_)
+        );
+        if !touched_by_session {
+            if let Some(entry) = self.sessions.get_mut(&client_id) {
+                entry.session.touch(now);
+            }
         }
         let acks = matches!(
             packet,
@@ -164,7 +176,8 @@ impl CoreBroker {
     /// per client at the highest granted QoS with every matching
     /// subscription identifier; one member per shared group.
     pub(super) fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
-        let mut clients: Vec<(ByteString, SubscriptionOptions, Vec<u32>)> = Vec::new();
+        // Kept between messages: no allocation per message.
+        let mut clients = std::mem::take(&mut self.match_scratch);
         let mut groups: Vec<ByteString> = Vec::new();
         self.trie
             .for_each_match(&message.topic, |key, sub| match key {
@@ -185,9 +198,10 @@ impl CoreBroker {
                 }
                 SubKey::Group(key) => groups.push(key.clone()),
             });
-        for (client_id, options, ids) in clients {
+        for (client_id, options, ids) in clients.drain(..) {
             self.deliver_with_ids(&client_id, message, options, ids, now);
         }
+        self.match_scratch = clients;
         for key in groups {
             self.deliver_to_group(&key, message, now);
         }

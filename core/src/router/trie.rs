@@ -6,9 +6,15 @@
 use crate::hash::HashMap;
 use std::hash::Hash;
 
+use smallvec::SmallVec;
+
 #[derive(Debug)]
 struct Node<K, V> {
     children: HashMap<Box<str>, Node<K, V>>,
+    /// The `+` and `#` children, apart: every match looks them up at every
+    /// level it visits, and a field costs no hashing.
+    plus: Option<Box<Node<K, V>>>,
+    hash: Option<Box<Node<K, V>>>,
     subscribers: HashMap<K, V>,
 }
 
@@ -16,6 +22,8 @@ impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Node {
             children: HashMap::default(),
+            plus: None,
+            hash: None,
             subscribers: HashMap::default(),
         }
     }
@@ -23,7 +31,44 @@ impl<K, V> Default for Node<K, V> {
 
 impl<K, V> Node<K, V> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subscribers.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.subscribers.is_empty()
+    }
+
+    fn child(&self, level: &str) -> Option<&Node<K, V>> {
+        match level {
+            "+" => self.plus.as_deref(),
+            "#" => self.hash.as_deref(),
+            _ => self.children.get(level),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<K, V>> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn child_or_default(&mut self, level: &str) -> &mut Node<K, V> {
+        match level {
+            "+" => self.plus.get_or_insert_default(),
+            "#" => self.hash.get_or_insert_default(),
+            _ => self.children.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
     }
 }
 
@@ -59,7 +104,7 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_default(level);
         }
         let first = node.subscribers.is_empty();
         node.subscribers.insert(key, value);
@@ -86,7 +131,7 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
     fn remove_at(root: &mut Node<K, V>, levels: &[&str], key: &K) -> Option<(V, bool)> {
         let mut node = &mut *root;
         for level in levels {
-            node = node.children.get_mut(*level)?;
+            node = node.child_mut(level)?;
         }
         let value = node.subscribers.remove(key)?;
         let last = node.subscribers.is_empty();
@@ -94,19 +139,18 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
         for depth in (0..levels.len()).rev() {
             let mut parent = &mut *root;
             for level in &levels[..depth] {
-                match parent.children.get_mut(*level) {
+                match parent.child_mut(level) {
                     Some(n) => parent = n,
                     None => return Some((value, last)),
                 }
             }
             let empty = parent
-                .children
-                .get(levels[depth])
+                .child(levels[depth])
                 .is_some_and(|child| child.is_empty());
             if !empty {
                 break;
             }
-            parent.children.remove(levels[depth]);
+            parent.remove_child(levels[depth]);
         }
         Some((value, last))
     }
@@ -115,7 +159,7 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
     pub fn get(&self, filter: &str, key: &K) -> Option<&V> {
         let mut node = &self.root;
         for level in filter.split('/') {
-            node = node.children.get(level)?;
+            node = node.child(level)?;
         }
         node.subscribers.get(key)
     }
@@ -124,27 +168,33 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
     /// (a topic name), with the filter's node subscribers. `$` topics are
     /// not matched by a wildcard in the first level.
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&K, &V)) {
-        let levels: Vec<&str> = topic.split('/').collect();
+        // Each entry: a node and the levels still to match (`None`: all
+        // matched). Inline for the usual depths: no allocation per match.
+        let mut stack: SmallVec<[(&Node<K, V>, Option<&str>); 16]> = SmallVec::new();
+        stack.push((&self.root, Some(topic)));
         let dollar = topic.starts_with('$');
-        let mut stack: Vec<(&Node<K, V>, usize)> = vec![(&self.root, 0)];
-        while let Some((node, depth)) = stack.pop() {
-            let wildcards_allowed = !(dollar && depth == 0);
+        while let Some((node, rest)) = stack.pop() {
+            let wildcards_allowed = !(dollar && std::ptr::eq(node, &self.root));
             if wildcards_allowed {
-                if let Some(hash) = node.children.get("#") {
+                if let Some(hash) = &node.hash {
                     hash.subscribers.iter().for_each(|(k, v)| visit(k, v));
                 }
             }
-            if depth == levels.len() {
+            let Some(rest) = rest else {
                 node.subscribers.iter().for_each(|(k, v)| visit(k, v));
                 continue;
-            }
+            };
+            let (level, next) = match rest.split_once('/') {
+                Some((level, next)) => (level, Some(next)),
+                None => (rest, None),
+            };
             if wildcards_allowed {
-                if let Some(plus) = node.children.get("+") {
-                    stack.push((plus, depth + 1));
+                if let Some(plus) = &node.plus {
+                    stack.push((plus, next));
                 }
             }
-            if let Some(child) = node.children.get(levels[depth]) {
-                stack.push((child, depth + 1));
+            if let Some(child) = node.children.get(level) {
+                stack.push((child, next));
             }
         }
     }
