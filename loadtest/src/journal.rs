@@ -135,12 +135,16 @@ pub fn run(args: JournalBenchArgs) -> Result<(), String> {
     journal.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let outcome = outcome?;
+    if args.fio {
+        settle_disk();
+    }
     let fio = if args.fio {
         Some(run_fio(&args.dir, args.duration, 2 << 30)?)
     } else {
         None
     };
     let fio_fresh = if args.fio && args.fio_fresh {
+        settle_disk();
         let secs = args.fio_fresh_secs.unwrap_or(args.duration).max(1);
         Some(run_fio(&args.dir, secs, FRESH_BYTES_PER_SEC * secs)?)
     } else {
@@ -323,6 +327,14 @@ async fn writers_loop(
         latency,
         errors,
     }
+}
+
+/// Lets the work that deleting the journal's (or fio's) files left behind
+/// (with `-o discard` each freed extent is discarded on the device; dirty
+/// metadata) finish before the next fio run, so that fio does not pay for it.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(2));
 }
 
 /// fio's sequential 1 MiB direct io_uring writes on a file of `size` bytes
