@@ -1,7 +1,7 @@
 //! An application message as the broker routes it: decoded once, shared by
 //! reference between every subscriber and every core.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,8 +23,10 @@ pub struct Message {
     /// When it expires (5.0 message expiry interval), on the broker clock.
     pub expires_at: Option<Instant>,
     /// Properties passed through to subscribers: payload format, content
-    /// type, response topic, correlation data, user properties.
-    pub properties: Properties,
+    /// type, response topic, correlation data, user properties. `None`
+    /// when it has none, as most messages: the shared message stays small
+    /// (a `Properties` is 400 bytes) and is built without copying one.
+    pub properties: Option<Box<Properties>>,
     /// The client that published it, for No Local.
     pub publisher: ByteString,
     /// The connection it came from, for back-pressure (none for wills,
@@ -47,27 +49,42 @@ pub type SharedMessage = Arc<Message>;
 impl Message {
     /// Builds a message from a PUBLISH whose topic alias is resolved.
     pub fn from_publish(publish: Publish, publisher: ByteString, now: Instant) -> Self {
-        let p = publish.properties;
+        let p = &publish.properties;
         let expires_at = p
             .message_expiry_interval
             .map(|secs| now + std::time::Duration::from_secs(u64::from(secs)));
-        Message {
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
-            expires_at,
-            properties: Properties {
+        let passed = p.payload_format_indicator.is_some()
+            || p.content_type.is_some()
+            || p.response_topic.is_some()
+            || p.correlation_data.is_some()
+            || !p.user_properties.is_empty();
+        let properties = passed.then(|| {
+            let p = publish.properties;
+            Box::new(Properties {
                 payload_format_indicator: p.payload_format_indicator,
                 content_type: p.content_type,
                 response_topic: p.response_topic,
                 correlation_data: p.correlation_data,
                 user_properties: p.user_properties,
                 ..Properties::default()
-            },
+            })
+        });
+        Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            expires_at,
+            properties,
             publisher,
             origin: None,
         }
+    }
+
+    /// The pass-through properties (empty when it has none).
+    pub fn properties(&self) -> &Properties {
+        static NONE: LazyLock<Properties> = LazyLock::new(Properties::default);
+        self.properties.as_deref().unwrap_or(&NONE)
     }
 
     /// Whether the message has expired at `now`.

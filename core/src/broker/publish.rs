@@ -311,7 +311,7 @@ impl CoreBroker {
             qos,
             retain,
             expires_at: None,
-            properties: Default::default(),
+            properties: None,
             publisher: ByteString::from_static("$SYS"),
             origin: None,
         })

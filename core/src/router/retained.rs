@@ -82,7 +82,7 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use robustmq_protocol::mqtt::{Properties, QoS};
+    use robustmq_protocol::mqtt::QoS;
 
     use super::*;
     use crate::message::Message;
@@ -94,7 +94,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: true,
             expires_at: None,
-            properties: Properties::default(),
+            properties: None,
             publisher: ByteString::from_static("p"),
             origin: None,
         })

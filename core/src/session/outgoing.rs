@@ -67,7 +67,7 @@ impl OutPublish {
             retain: self.retain,
             topic: if self.send_topic { &m.topic } else { "" },
             packet_id: self.packet_id,
-            properties: &m.properties,
+            properties: m.properties(),
             overrides: PublishOverrides {
                 message_expiry_interval: self.expiry,
                 subscription_identifiers: &self.subscription_ids,
@@ -80,7 +80,7 @@ impl OutPublish {
     /// The same as a `Publish` (tests, logs).
     pub fn to_publish(&self) -> Publish {
         let m = &self.message;
-        let mut properties = m.properties.clone();
+        let mut properties = m.properties().clone();
         properties.message_expiry_interval = self.expiry;
         properties.subscription_identifiers = self.subscription_ids.clone();
         properties.topic_alias = self.topic_alias;

@@ -18,7 +18,7 @@ fn message(topic: &'static str, payload: &'static [u8], qos: QoS) -> SharedMessa
         qos,
         retain: false,
         expires_at: None,
-        properties: Properties::default(),
+        properties: None,
         publisher: ByteString::from_static("pub"),
         origin: None,
     })
