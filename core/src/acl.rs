@@ -4,6 +4,7 @@
 //! and `%u` stand for the client id and the user name, and optionally the
 //! client id, user name or IP address (or CIDR block) it applies to.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use robustmq_protocol::topic;
@@ -175,7 +176,7 @@ impl Acl {
             let filter = expand(&rule.topic, who);
             // A subscription is covered when the rule's filter matches it
             // read as a name (`+` and `#` in it as plain levels), or equals it.
-            if filter == topic_or_filter || topic::matches(&filter, topic_or_filter) {
+            if *filter == *topic_or_filter || topic::matches(&filter, topic_or_filter) {
                 return rule.permission == Permission::Allow;
             }
         }
@@ -188,13 +189,17 @@ impl Acl {
     }
 }
 
-fn expand(filter: &str, who: &ClientInfo<'_>) -> String {
+/// The rule's filter with `%c` and `%u` replaced; borrowed (no
+/// allocation per check) when it has neither.
+fn expand<'a>(filter: &'a str, who: &ClientInfo<'_>) -> Cow<'a, str> {
     if !filter.contains('%') {
-        return filter.to_string();
+        return Cow::Borrowed(filter);
     }
-    filter
-        .replace("%c", who.client_id)
-        .replace("%u", who.username.unwrap_or(""))
+    Cow::Owned(
+        filter
+            .replace("%c", who.client_id)
+            .replace("%u", who.username.unwrap_or("")),
+    )
 }
 
 #[cfg(test)]
