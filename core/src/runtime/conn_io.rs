@@ -155,6 +155,25 @@ impl ConnIo {
         self.ended.get()
     }
 
+    /// Has something for the poller to do (bytes, a close or an end to
+    /// finish) and nothing that rightly keeps it waiting (a hold, a full
+    /// write buffer), yet is not queued.
+    pub(crate) fn forgotten(&self) -> bool {
+        if self.queued.get() {
+            return false;
+        }
+        if self.ended.get() {
+            return self.done.get();
+        }
+        if self.closed.get() {
+            return true;
+        }
+        if self.held.get() || self.stalled.get() {
+            return false;
+        }
+        self.readable.get() || self.read.try_borrow().is_ok_and(|r| !r.pending.is_empty())
+    }
+
     /// Bytes were written or the connection is done: a reader stalled on
     /// the buffer may go on.
     fn notify_drained(&self) {
