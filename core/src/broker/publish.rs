@@ -124,6 +124,19 @@ impl CoreBroker {
         } else {
             ReasonCode::SUCCESS
         };
+        // Acknowledged before it is routed, while the session is at hand
+        // (one lookup less per message): routing cannot fail, and the
+        // acknowledgement and deliveries go to different sessions' outputs
+        // (or, to a client subscribed to its own topic, in either order,
+        // both allowed).
+        // 3.x has no reason codes: a refused message is acknowledged as
+        // usual and dropped.
+        let reason = if v5 { reason } else { ReasonCode::SUCCESS };
+        let properties = (reason.is_error() && entry.problem_information)
+            .then(|| Box::new(super::connect::reason_string(reason)));
+        entry
+            .session
+            .ack_publish(qos, packet_id, reason, properties);
         if allowed && inbound == InboundPublish::New {
             let mut message = Message::from_publish(publish, client_id.clone(), now);
             message.origin = Some(Origin {
@@ -132,21 +145,6 @@ impl CoreBroker {
             });
             self.publish_message(Arc::new(message), now);
         }
-        let entry = self
-            .sessions
-            .get_mut(client_id)
-            .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
-        // 3.x has no reason codes: a refused message is acknowledged as
-        // usual and dropped.
-        let reason = if v5 { reason } else { ReasonCode::SUCCESS };
-        let properties = if reason.is_error() && entry.problem_information {
-            super::connect::reason_string(reason)
-        } else {
-            Default::default()
-        };
-        entry
-            .session
-            .ack_publish(qos, packet_id, reason, properties);
         self.dirty.insert(conn);
         Ok(())
     }

@@ -328,13 +328,14 @@ impl Session {
     }
 
     /// Acknowledges an inbound PUBLISH with `reason` (PUBACK for QoS 1,
-    /// PUBREC for QoS 2). A refused QoS 2 message ends its exchange.
+    /// PUBREC for QoS 2), with `properties` if any (a reason string). A
+    /// refused QoS 2 message ends its exchange.
     pub fn ack_publish(
         &mut self,
         qos: QoS,
         packet_id: u16,
         reason: ReasonCode,
-        properties: Properties,
+        properties: Option<Box<Properties>>,
     ) {
         let kind = match qos {
             QoS::AtMostOnce => return,
@@ -346,14 +347,14 @@ impl Session {
                 PacketType::PubRec
             }
         };
-        if properties.is_empty() {
+        let Some(properties) = properties else {
             self.reply(kind, packet_id, reason);
             return;
-        }
+        };
         let reply = robustmq_protocol::mqtt::PubReply {
             packet_id,
             reason_code: reason,
-            properties,
+            properties: *properties,
         };
         self.send(if kind == PacketType::PubAck {
             Packet::PubAck(reply)

@@ -204,12 +204,7 @@ fn inbound_qos2_is_exactly_once_across_reconnects() {
         ..Default::default()
     };
     assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::New));
-    s.ack_publish(
-        QoS::ExactlyOnce,
-        9,
-        ReasonCode::SUCCESS,
-        Properties::default(),
-    );
+    s.ack_publish(QoS::ExactlyOnce, 9, ReasonCode::SUCCESS, None);
     // The client did not see PUBREC and sends again, on a new connection.
     s.detach();
     connect(&mut s, v5(0), now);
