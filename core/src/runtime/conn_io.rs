@@ -11,6 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +20,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use futures_lite::io::AsyncWriteExt;
 use glommio::net::TcpStream;
-use robustmq_protocol::mqtt::{Decoder, ProtocolVersion, QoS};
+use robustmq_protocol::mqtt::{Decoder, Packet, ProtocolVersion, QoS};
 
 use super::core_loop::Core;
 use crate::broker::ConnId;
@@ -42,7 +43,14 @@ pub(crate) struct ReadState {
 /// tasks.
 pub(crate) struct ConnIo {
     id: ConnId,
-    version: ProtocolVersion,
+    /// The client's version (3.1.1 until CONNECT says otherwise).
+    version: Cell<ProtocolVersion>,
+    /// CONNECT has not been read yet: the broker does not know this
+    /// connection.
+    connecting: Cell<bool>,
+    /// The core's tick count when it was accepted (for the CONNECT
+    /// timeout).
+    accepted_at: Cell<u32>,
     /// The socket: it closes when the last reference to this goes, which
     /// is after the connection is done and out of the core's map.
     fd: OwnedFd,
@@ -81,7 +89,9 @@ impl ConnIo {
     ) -> Self {
         ConnIo {
             id,
-            version,
+            version: Cell::new(version),
+            connecting: Cell::new(false),
+            accepted_at: Cell::new(0),
             fd,
             buf: RefCell::new(BytesMut::new()),
             read: RefCell::new(read),
@@ -104,6 +114,45 @@ impl ConnIo {
 
     pub(crate) fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        socket2::SockRef::from(&self.fd)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+    }
+
+    pub(crate) fn connecting(&self) -> bool {
+        self.connecting.get()
+    }
+
+    /// Waiting for CONNECT (a connection just accepted at tick `now`).
+    pub(crate) fn set_connecting(&self, now: u32) {
+        self.connecting.set(true);
+        self.accepted_at.set(now);
+    }
+
+    /// Still waiting for CONNECT more than `ticks` after it was accepted.
+    pub(crate) fn connect_late(&self, now: u32, ticks: u32) -> bool {
+        self.connecting.get()
+            && !self.closed.get()
+            && now.wrapping_sub(self.accepted_at.get()) > ticks
+    }
+
+    /// CONNECT was read and the broker has the connection.
+    pub(crate) fn set_connected(&self, version: ProtocolVersion) {
+        self.version.set(version);
+        self.connecting.set(false);
+    }
+
+    /// Encodes a packet the runtime itself answers with (a refusing
+    /// CONNACK) into the write buffer.
+    pub(crate) fn encode_packet(&self, version: ProtocolVersion, p: &Packet) {
+        if let Err(e) = p.encode(version, &mut self.buf.borrow_mut()) {
+            tracing::warn!("cannot encode {:?}: {e}", p.packet_type());
+        }
     }
 
     /// Queues the connection for a turn of the poller (once).
@@ -197,7 +246,7 @@ impl ConnIo {
             if qos.is_some() {
                 sent += 1;
             }
-            if let Err(e) = p.encode(self.version, &mut buf) {
+            if let Err(e) = p.encode(self.version.get(), &mut buf) {
                 tracing::warn!("cannot encode {:?}: {e}", p.packet_type());
             }
         }

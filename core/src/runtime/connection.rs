@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use glommio::GlommioError;
 use robustmq_protocol::mqtt::{
     ConnAck, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode,
 };
@@ -29,105 +27,116 @@ const READ_CHUNK: usize = 16 * 1024;
 /// connection that has sent nothing yet).
 const MIN_READ_CHUNK: usize = 64;
 
-enum FirstPacket {
-    Connect(Box<Connect>),
-    Invalid(DecodeError),
-    Closed,
-}
-
-/// Reads until CONNECT is decoded.
-async fn read_connect(
-    stream: &mut TcpStream,
-    decoder: &mut Decoder,
-    buf: &mut BytesMut,
-) -> glommio::Result<FirstPacket, ()> {
-    loop {
-        match decoder.decode(buf) {
-            Ok(Some(Packet::Connect(c))) => return Ok(FirstPacket::Connect(c)),
-            Ok(Some(_)) => unreachable!("a server decoder yields CONNECT first"),
-            Ok(None) => {}
-            Err(e) => return Ok(FirstPacket::Invalid(e)),
-        }
-        let start = buf.len();
-        buf.resize(start + MIN_READ_CHUNK, 0);
-        let n = stream.read(&mut buf[start..]).await?;
-        buf.truncate(start + n);
-        if n == 0 {
-            return Ok(FirstPacket::Closed);
-        }
-    }
-}
-
-/// A connection accepted on this core.
-pub(crate) async fn serve(core: Rc<Core>, mut stream: TcpStream) {
+/// A connection accepted on this core: from now on the poller serves it
+/// (no task of its own, even before CONNECT); the tick closes it if
+/// CONNECT does not come within `connect_timeout_secs`.
+pub(crate) fn accepted(core: &Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
-    let config = core.config();
-    let mut decoder = Decoder::new(config.max_packet_size as usize);
-    let mut buf = BytesMut::with_capacity(MIN_READ_CHUNK);
-    let timeout = Duration::from_secs(config.connect_timeout_secs);
-    let first =
-        glommio::timer::timeout(timeout, read_connect(&mut stream, &mut decoder, &mut buf)).await;
-    let mut connect = match first {
-        Ok(FirstPacket::Connect(c)) => c,
-        Ok(FirstPacket::Invalid(e)) => {
-            tracing::debug!(?peer, "invalid first packet: {e}");
-            if matches!(
-                e,
-                DecodeError::UnsupportedProtocolVersion(_) | DecodeError::ProtocolNameMismatch(_)
-            ) {
-                // The client's version is unknown: answer in 3.1.1's form.
-                let ack = ConnAck {
-                    reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                    ..Default::default()
-                };
-                write_and_close(&mut stream, ProtocolVersion::V3_1_1, ack).await;
-            }
-            return;
-        }
-        Ok(FirstPacket::Closed) => return,
-        Err(GlommioError::TimedOut(_)) => {
-            tracing::debug!(?peer, "no CONNECT in time");
-            return;
-        }
+    // glommio's stream (and the poll it registered) goes; the duplicate
+    // is the connection's socket.
+    let fd = match super::dup_fd(stream.as_raw_fd()) {
+        Ok(fd) => fd,
         Err(e) => {
-            tracing::debug!(?peer, "read failed before CONNECT: {e}");
+            tracing::warn!("cannot keep a connection: {e}");
             return;
+        }
+    };
+    drop(stream);
+    let config = core.config();
+    let read = ReadState {
+        decoder: Decoder::new(config.max_packet_size as usize),
+        pending: BytesMut::new(),
+    };
+    let id = core.new_conn_id();
+    let io = Rc::new(ConnIo::new(
+        id,
+        ProtocolVersion::V3_1_1,
+        fd,
+        read,
+        Rc::downgrade(core),
+    ));
+    if let Err(e) = core.poller.register(io.fd(), id) {
+        tracing::warn!("cannot watch a connection: {e}");
+        return;
+    }
+    io.set_connecting(core.ticks());
+    core.conns.borrow_mut().insert(id, io.clone());
+    io.wake_reader();
+}
+
+/// Before CONNECT: decodes it from what was read and routes it: refused
+/// (CONNACK and close), handed to the core that owns the client id, or
+/// given to this core's broker (`Step::Again`: what followed it is
+/// decoded next).
+fn connect_step(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step {
+    let mut connect = match read.decoder.decode(&mut read.pending) {
+        Ok(Some(Packet::Connect(c))) => c,
+        Ok(Some(_)) => unreachable!("a server decoder yields CONNECT first"),
+        Ok(None) => return Step::Again,
+        Err(e) => {
+            refuse_invalid(io, e);
+            return Step::End;
         }
     };
     detach_connect(&mut connect);
     let version = connect.protocol;
+    let peer = io.peer();
     match route_connect(&mut connect, core.cores(), || core.assign_client_id()) {
-        ConnectRoute::Refuse(ack) => write_and_close(&mut stream, version, *ack).await,
+        ConnectRoute::Refuse(ack) => {
+            io.encode_packet(version, &Packet::ConnAck(*ack));
+            io.close();
+            Step::End
+        }
         ConnectRoute::Owner {
             core: owner,
             assigned,
-        } if owner != core.id() => match super::dup_fd(stream.as_raw_fd()) {
-            Ok(fd) => core.hand_off(
-                owner,
-                HandOff {
-                    fd,
-                    connect,
-                    assigned,
-                    leftover: buf.freeze(),
-                    peer,
-                },
-            ),
-            Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
-        },
-        // The poller serves it from now on: this task and its glommio
-        // stream end, and an idle connection keeps neither.
-        ConnectRoute::Owner { assigned, .. } => match super::dup_fd(stream.as_raw_fd()) {
-            Ok(fd) => {
-                drop(stream);
-                let read = ReadState {
-                    decoder,
-                    pending: buf,
-                };
-                connected(&core, fd, read, connect, assigned, peer);
+        } if owner != core.id() => {
+            match super::dup_fd(io.fd()) {
+                Ok(fd) => core.hand_off(
+                    owner,
+                    HandOff {
+                        fd,
+                        connect,
+                        assigned,
+                        leftover: std::mem::take(&mut read.pending).freeze(),
+                        peer,
+                    },
+                ),
+                Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
             }
-            Err(e) => tracing::warn!("cannot keep a connection: {e}"),
-        },
+            // This core's descriptor closes when the connection leaves.
+            io.end_read();
+            leave(core, io);
+            Step::Gone
+        }
+        ConnectRoute::Owner { assigned, .. } => {
+            io.set_connected(version);
+            core.broker.borrow_mut().on_connect(
+                io.id(),
+                connect,
+                assigned,
+                peer.map(|p| p.ip()),
+                Instant::now(),
+            );
+            core.flush();
+            Step::Again
+        }
+    }
+}
+
+/// A first packet that is not a valid CONNECT: a client whose version is
+/// unknown is answered in 3.1.1's form; the connection closes.
+fn refuse_invalid(io: &ConnIo, e: DecodeError) {
+    tracing::debug!(conn = io.id(), "invalid first packet: {e}");
+    if matches!(
+        e,
+        DecodeError::UnsupportedProtocolVersion(_) | DecodeError::ProtocolNameMismatch(_)
+    ) {
+        let ack = ConnAck {
+            reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            ..Default::default()
+        };
+        io.encode_packet(ProtocolVersion::V3_1_1, &Packet::ConnAck(ack));
     }
 }
 
@@ -156,14 +165,6 @@ pub(crate) fn serve_handed_off(core: &Rc<Core>, h: HandOff) {
         pending: BytesMut::from(&h.leftover[..]),
     };
     connected(core, h.fd, read, h.connect, h.assigned, h.peer);
-}
-
-async fn write_and_close(stream: &mut TcpStream, version: ProtocolVersion, ack: ConnAck) {
-    let mut out = BytesMut::new();
-    if Packet::ConnAck(ack).encode(version, &mut out).is_ok() {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.flush().await;
-    }
 }
 
 /// A connection whose CONNECT was read, on the core that owns its session:
@@ -205,6 +206,8 @@ enum Step {
     Held,
     /// The connection is over (closed, lost or broken).
     End,
+    /// Handed to another core.
+    Gone,
 }
 
 /// One turn of a connection: hand the broker what is buffered, then read
@@ -230,12 +233,12 @@ pub(crate) fn turn(core: &Rc<Core>, io: &Rc<ConnIo>) {
         Step::Again => io.wake_reader(),
         // Released within the same flush: the buffered packets go on.
         Step::Held if !io.is_held() => io.wake_reader(),
-        Step::Held => {}
+        Step::Held | Step::Gone => {}
         Step::End => end(core, io),
     }
 }
 
-fn read_turn(core: &Rc<Core>, io: &ConnIo, read: &mut ReadState) -> Step {
+fn read_turn(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step {
     if io.closed() {
         return Step::End;
     }
@@ -243,7 +246,7 @@ fn read_turn(core: &Rc<Core>, io: &ConnIo, read: &mut ReadState) -> Step {
         return step;
     }
     if !read.pending.is_empty() {
-        match decode(core, io, read) {
+        match serve_bytes(core, io, read) {
             Step::Again => {}
             other => return other,
         }
@@ -254,18 +257,28 @@ fn read_turn(core: &Rc<Core>, io: &ConnIo, read: &mut ReadState) -> Step {
     if !io.readable() {
         return Step::Wait;
     }
-    if read.pending.is_empty() {
+    // Before CONNECT: small reads into the connection's own buffer (what
+    // the session keeps of CONNECT must not pin the core's buffer).
+    let connecting = io.connecting();
+    if read.pending.is_empty() && !connecting {
         // Usually: read into the core's buffer; what is left of it after
         // decoding is moved to the connection by `keep_pending`.
         read.pending = core.poller.lend_scratch();
     }
-    let n = match read_socket(io, &mut read.pending) {
+    let chunk = if connecting {
+        MIN_READ_CHUNK
+    } else {
+        READ_CHUNK
+    };
+    let n = match read_socket(io, &mut read.pending, chunk) {
         Ok(Some(n)) => n,
         Ok(None) => return Step::Wait,
         Err(()) => return Step::End,
     };
-    core.with_metrics(|m| m.bytes_received.fetch_add(n as u64, Relaxed));
-    match decode(core, io, read) {
+    if !connecting {
+        core.with_metrics(|m| m.bytes_received.fetch_add(n as u64, Relaxed));
+    }
+    match serve_bytes(core, io, read) {
         Step::Again if io.readable() => Step::Again,
         Step::Again => Step::Wait,
         other => other,
@@ -291,8 +304,8 @@ fn blocked(core: &Core, io: &ConnIo) -> Option<Step> {
 
 /// Reads once into `buf`. `Ok(None)`: nothing there (the socket is
 /// unreadable until epoll says otherwise); `Err`: the connection is over.
-fn read_socket(io: &ConnIo, buf: &mut BytesMut) -> Result<Option<usize>, ()> {
-    buf.reserve(READ_CHUNK);
+fn read_socket(io: &ConnIo, buf: &mut BytesMut, chunk: usize) -> Result<Option<usize>, ()> {
+    buf.reserve(chunk);
     let spare = buf.spare_capacity_mut();
     // SAFETY: `fd` is this connection's socket, open as long as `io` is;
     // the pointer and length describe `buf`'s spare capacity, which recv
@@ -330,6 +343,17 @@ fn read_socket(io: &ConnIo, buf: &mut BytesMut) -> Result<Option<usize>, ()> {
     // SAFETY: recv initialized the first `n` bytes of the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(Some(n))
+}
+
+/// CONNECT first (on a connection just accepted), then the packets.
+fn serve_bytes(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step {
+    if io.connecting() {
+        match connect_step(core, io, read) {
+            Step::Again if !io.connecting() => {}
+            other => return other,
+        }
+    }
+    decode(core, io, read)
 }
 
 /// Decodes and hands to the broker what is buffered, then flushes.
@@ -391,7 +415,10 @@ fn end(core: &Rc<Core>, io: &Rc<ConnIo>) {
     if io.end_read() {
         return;
     }
-    if !io.closed() {
+    if io.connecting() {
+        // The broker never had it.
+        io.close();
+    } else if !io.closed() {
         core.broker
             .borrow_mut()
             .on_connection_lost(io.id(), Instant::now());

@@ -59,8 +59,10 @@ const TICK: Duration = Duration::from_millis(200);
 pub(crate) struct Core {
     pub(crate) broker: RefCell<CoreBroker>,
     pub(crate) conns: RefCell<HashMap<ConnId, Rc<ConnIo>>>,
-    /// Readiness of the connected clients' sockets.
+    /// Readiness of the clients' sockets.
     pub(crate) poller: Poller,
+    /// Clock ticks since the core started.
+    ticks: Cell<u32>,
     next_conn: Cell<ConnId>,
     next_client: Cell<u64>,
     pending_mesh: RefCell<Vec<(usize, MeshMsg)>>,
@@ -85,6 +87,11 @@ impl Core {
 
     pub(crate) fn config(&self) -> Arc<crate::config::MqttConfig> {
         self.broker.borrow().context().config.clone()
+    }
+
+    /// Clock ticks since the core started.
+    pub(crate) fn ticks(&self) -> u32 {
+        self.ticks.get()
     }
 
     pub(crate) fn new_conn_id(&self) -> ConnId {
@@ -252,6 +259,7 @@ pub(crate) async fn run(
         broker: RefCell::new(CoreBroker::new(ctx, Instant::now())),
         conns: RefCell::new(HashMap::default()),
         poller,
+        ticks: Cell::new(0),
         next_conn: Cell::new(1),
         next_client: Cell::new(1),
         pending_mesh: RefCell::new(Vec::new()),
@@ -353,7 +361,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, shutdown: Arc<Atomic
                 if core.stopping.get() {
                     continue;
                 }
-                glommio::spawn_local(connection::serve(core.clone(), stream)).detach();
+                connection::accepted(&core, stream);
             }
             Err(_) if shutdown.load(Ordering::Acquire) => {
                 // `Running::stop` shut the listener down to wake this core.
@@ -370,28 +378,40 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, shutdown: Arc<Atomic
 async fn tick_loop(core: &Rc<Core>, shutdown: &AtomicBool) {
     while !shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
-        core.broker.borrow_mut().tick(Instant::now());
+        let now = Instant::now();
+        core.broker.borrow_mut().tick(now);
         core.flush();
-        requeue_forgotten(core);
+        core.ticks.set(core.ticks.get().wrapping_add(1));
+        sweep(core);
         core.poller.nudge();
     }
 }
 
-/// Queues connections that have work and are in nobody's queue: every
-/// path that gives a connection work queues it, so this finds none unless
-/// one was missed; a missed one then waits a tick instead of forever. A
-/// pass over the map costs about 2 ns per connection.
-fn requeue_forgotten(core: &Core) {
-    let conns = core.conns.borrow();
+/// One pass over the core's connections per tick (about 2 ns each):
+/// closes those whose CONNECT did not come within `connect_timeout_secs`,
+/// and queues those that have work and are in nobody's queue. Every path
+/// that gives a connection work queues it, so the second finds none
+/// unless one was missed; a missed one then waits a tick, not forever.
+fn sweep(core: &Core) {
+    let timeout = Duration::from_secs(core.config().connect_timeout_secs);
+    let ticks = (timeout.as_millis() / TICK.as_millis()) as u32;
+    let now = core.ticks();
+    let mut late = Vec::new();
     let mut found = 0usize;
-    for io in conns.values() {
-        if io.forgotten() {
+    for io in core.conns.borrow().values() {
+        if io.connect_late(now, ticks) {
+            late.push(io.clone());
+        } else if io.forgotten() {
             found += 1;
             io.wake_reader();
         }
     }
     if found > 0 {
         tracing::debug!(found, "connections with work were not queued");
+    }
+    for io in late {
+        tracing::debug!(conn = io.id(), peer = ?io.peer(), "no CONNECT in time");
+        io.close();
     }
 }
 
@@ -401,6 +421,18 @@ async fn drain_connections(core: &Rc<Core>) {
     core.stopping.set(true);
     core.broker.borrow_mut().shutdown(Instant::now());
     core.flush();
+    // Connections still waiting for CONNECT are not the broker's: close
+    // them here.
+    let waiting: Vec<_> = core
+        .conns
+        .borrow()
+        .values()
+        .filter(|io| io.connecting())
+        .cloned()
+        .collect();
+    for io in waiting {
+        io.close();
+    }
     let deadline = Instant::now() + Duration::from_secs(3);
     while !core.conns.borrow().is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
