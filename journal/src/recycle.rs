@@ -135,6 +135,32 @@ impl Recycler {
     }
 }
 
+/// Removes the pool files of the journal under `root` beyond `max_files`
+/// (all of them when recycling is off), so that lowering the bound or
+/// turning recycling off gives the space back; run at start, before any
+/// core uses the pool.
+pub fn trim(root: &Path, max_files: usize) {
+    let dir = root.join(POOL_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for (i, e) in entries.flatten().enumerate() {
+        if i >= max_files {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %e.path().display(), "recycled segment file removed")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, file = %e.path().display(), "recycled segment file not removed")
+                }
+            }
+        }
+    }
+    if max_files == 0 {
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
 /// `<size>-<generation>-<unique>.log` -> (size, generation).
 fn parse_name(name: &str) -> Option<(u64, u32)> {
     let stem = name.strip_suffix(".log")?;
@@ -187,6 +213,23 @@ mod tests {
         assert!(got.generation == 1 || got.generation == 2);
         assert_eq!(pool.len(), 1);
         assert!(Recycler::off().take(8192, &root.join("b.log")).is_none());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn trim_gives_space_back() {
+        let root = tmp("trim");
+        let pool = Recycler::new(&root, 3);
+        for i in 0..3 {
+            let p = root.join(format!("{i}.log"));
+            file(&p, 8192);
+            assert!(pool.retire(&p, 8192, 1));
+        }
+        trim(&root, 1);
+        assert_eq!(pool.len(), 1);
+        trim(&root, 0);
+        assert!(!root.join(POOL_DIR).exists());
+        trim(&root, 0);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -96,6 +96,7 @@ impl Journal {
         let rpc_addr = opts.listen.map(pick_port).transpose()?;
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..cores).map(|_| flume::bounded(CORE_QUEUE)).unzip();
+        crate::recycle::trim(&opts.dir, opts.recycle_segments);
         let journal = Journal {
             inner: Arc::new(Inner {
                 cores: senders,
