@@ -611,3 +611,45 @@ async fn fill_from(shard: &Shard, from: u64, n: u64, len: usize) {
         assert_eq!(ack.base_offset, i);
     }
 }
+
+/// A crash between the steps of a deletion leaves the oldest segment
+/// `PrepareDelete` or `Deleting` in the metadata, with or without its
+/// files: the next open finishes the deletion and the rest reads back.
+#[test]
+fn interrupted_deletions_are_finished_at_open() {
+    use robustmq_journal::meta;
+    for (status, keep_file) in [
+        (SegmentStatus::PrepareDelete, true),
+        (SegmentStatus::PrepareDelete, false),
+        (SegmentStatus::Deleting, true),
+        (SegmentStatus::Deleting, false),
+    ] {
+        let dir = temp_dir("interrupted-delete");
+        let root = dir.clone();
+        run(move || async move {
+            let shard = Shard::create(&root, "d", small(FsyncPolicy::Always))
+                .await
+                .unwrap();
+            fill(&shard, 60, 10, 300).await;
+            let first = shard.segments()[0].clone();
+            let second = shard.segments()[1].base_offset;
+            assert_eq!(first.status, SegmentStatus::SealUp);
+            shard.close().await.unwrap();
+            drop(shard);
+            let sdir = root.join("d");
+            let mut m = meta::load(&sdir).unwrap();
+            m.segments[0].status = status;
+            meta::save(&sdir, &m).unwrap();
+            if !keep_file {
+                let log = robustmq_journal::segment::log_path(&sdir, first.base_offset);
+                std::fs::remove_file(log).unwrap();
+            }
+            let shard = Shard::open(&sdir).await.unwrap();
+            assert_eq!(shard.segments()[0].base_offset, second, "{status:?}");
+            assert_eq!(shard.info().start_offset, second);
+            let got = shard.read(second, ALL).await.unwrap();
+            assert_eq!(got.len() as u64, 600 - second);
+        });
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -318,13 +318,13 @@ pub fn finish_delete(st: &mut ShardState, base: u64) -> Result<()> {
     // A read in flight holds the file: recycled, it could be overwritten
     // by another shard under the read, so it is only removed then.
     let mut in_use = false;
-    if st
-        .table
-        .get(base)
-        .is_some_and(|s| s.status != SegmentStatus::Deleting)
-    {
-        st.table.set_status(base, SegmentStatus::PrepareDelete)?;
-        st.save()?;
+    let status = st.table.get(base).map(|s| s.status);
+    if status.is_some_and(|s| s != SegmentStatus::Deleting) {
+        // A crash may have left it `PrepareDelete` already.
+        if status != Some(SegmentStatus::PrepareDelete) {
+            st.table.set_status(base, SegmentStatus::PrepareDelete)?;
+            st.save()?;
+        }
         in_use = st
             .handles
             .remove(&base)
