@@ -238,12 +238,9 @@ impl ValueFormatter for CpuFormatter {
         throughput: &Throughput,
         values: &mut [f64],
     ) -> &'static str {
-        let per = match throughput {
-            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
-                *n as f64
-            }
-            _ => 1.0,
-        };
+        let (Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n)) =
+            throughput;
+        let per = *n as f64;
         let _ = typical;
         values.iter_mut().for_each(|v| *v = per * 1e9 / *v / 1e6);
         "M/s of CPU"

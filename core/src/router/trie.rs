@@ -72,6 +72,10 @@ impl<K, V> Node<K, V> {
     }
 }
 
+/// A node to visit while matching, with the levels of the topic still to
+/// match (`None`: all matched).
+type Visit<'t, 'n, K, V> = (&'n Node<K, V>, Option<&'t str>);
+
 /// Topic filters mapped to subscribers `K` with a value `V` each.
 #[derive(Debug)]
 pub struct TopicTrie<K, V> {
@@ -170,7 +174,7 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
     pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&K, &V)) {
         // Each entry: a node and the levels still to match (`None`: all
         // matched). Inline for the usual depths: no allocation per match.
-        let mut stack: SmallVec<[(&Node<K, V>, Option<&str>); 16]> = SmallVec::new();
+        let mut stack: SmallVec<[Visit<'_, '_, K, V>; 16]> = SmallVec::new();
         stack.push((&self.root, Some(topic)));
         let dollar = topic.starts_with('$');
         while let Some((node, rest)) = stack.pop() {
