@@ -136,7 +136,14 @@ impl CoreBroker {
             properties: props,
         }));
         entry.session.resume(now);
+        let keep_alive = entry.session.keep_alive_deadline();
         self.conns.insert(conn, ConnEntry { client_id, version });
+        if let Some(at) = keep_alive {
+            self.keep_alive_due.push(at, conn);
+            let conns = &self.conns;
+            self.keep_alive_due
+                .compact(conns.len(), |_, c| conns.contains_key(c));
+        }
         self.metrics().connections.fetch_add(1, Relaxed);
         self.dirty.insert(conn);
     }
@@ -264,7 +271,15 @@ impl CoreBroker {
         match s.session.expiry_interval {
             0 => self.end_session(&client_id, now),
             u32::MAX => s.expires_at = None,
-            secs => s.expires_at = Some(now + Duration::from_secs(u64::from(secs))),
+            secs => {
+                let at = now + Duration::from_secs(u64::from(secs));
+                s.expires_at = Some(at);
+                self.expiry_due.push(at, client_id);
+                let sessions = &self.sessions;
+                self.expiry_due.compact(sessions.len(), |at, id| {
+                    sessions.get(id).is_some_and(|s| s.expires_at == Some(at))
+                });
+            }
         }
     }
 
@@ -337,21 +352,37 @@ impl CoreBroker {
         }
     }
 
+    /// The connections whose keep-alive ran out by `now`; those that were
+    /// heard from meanwhile are looked at again at their new deadline.
+    fn silent_connections(&mut self, now: Instant) -> Vec<ConnId> {
+        let mut silent = Vec::new();
+        let mut later = Vec::new();
+        while let Some((_, conn)) = self.keep_alive_due.pop_due(now) {
+            let Some(c) = self.conns.get(&conn) else {
+                continue;
+            };
+            let deadline = self
+                .sessions
+                .get(&c.client_id)
+                .and_then(|s| s.session.keep_alive_deadline());
+            match deadline {
+                // Silent for more than 1.5 times the keep-alive.
+                Some(at) if at < now => silent.push(conn),
+                Some(at) => later.push((at, conn)),
+                None => {}
+            }
+        }
+        for (at, conn) in later {
+            self.keep_alive_due.push(at, conn);
+        }
+        silent
+    }
+
     /// Periodic work: keep-alive, delayed wills, session expiry, `$SYS`.
     pub fn tick(&mut self, now: Instant) {
         // First: held publishers count as alive before keep-alive is checked.
         self.pressure_tick(now);
-        let silent: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                self.sessions
-                    .get(&c.client_id)
-                    .is_some_and(|s| s.session.keep_alive_expired(now))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in silent {
+        for conn in self.silent_connections(now) {
             tracing::debug!(conn, "keep-alive timeout");
             self.close_conn(conn, Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true, now);
         }
@@ -366,15 +397,17 @@ impl CoreBroker {
                 self.publish_message(w.message, now);
             }
         }
-        let expired: Vec<ByteString> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.conn.is_none() && s.expires_at.is_some_and(|at| at <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            tracing::debug!(client_id = %id, "session expired");
-            self.end_session(&id, now);
+        while let Some((at, id)) = self.expiry_due.pop_due(now) {
+            // An entry whose time is not the session's any more was
+            // superseded (the client came back, and maybe left again).
+            let expired = self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.conn.is_none() && s.expires_at == Some(at));
+            if expired {
+                tracing::debug!(client_id = %id, "session expired");
+                self.end_session(&id, now);
+            }
         }
         self.publish_sys(now);
     }

@@ -11,6 +11,7 @@
 //! (see `tests/simulation.rs`).
 
 mod connect;
+mod deadlines;
 pub mod mesh;
 pub mod metrics;
 mod pressure;
@@ -174,6 +175,10 @@ pub struct CoreBroker {
     pressure: pressure::Pressure,
     /// The clients a message matched, reused from message to message.
     match_scratch: Vec<(ByteString, SubscriptionOptions, Vec<u32>)>,
+    /// Connections with a keep-alive, by when to look at them next.
+    keep_alive_due: deadlines::Deadlines<ConnId>,
+    /// Offline sessions with an expiry, by when it comes.
+    expiry_due: deadlines::Deadlines<ByteString>,
 }
 
 impl CoreBroker {
@@ -206,6 +211,8 @@ impl CoreBroker {
             random: seed,
             pressure: pressure::Pressure::default(),
             match_scratch: Vec::new(),
+            keep_alive_due: deadlines::Deadlines::default(),
+            expiry_due: deadlines::Deadlines::default(),
         }
     }
 

@@ -284,6 +284,62 @@ fn session_expires_and_takes_its_subscriptions_along() {
 }
 
 #[test]
+fn a_session_that_came_back_expires_at_its_last_disconnect() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    let mut c = connect("flap", ProtocolVersion::V5);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(2);
+    h.connect_with(1, c.clone());
+    h.cores[0].on_connection_lost(1, h.now);
+    h.advance(Duration::from_secs(1));
+    h.connect_with(2, c);
+    h.advance(Duration::from_millis(500));
+    h.cores[0].on_connection_lost(2, h.now);
+    // The first disconnect's expiry (2 s) has passed: superseded.
+    h.advance(Duration::from_millis(600));
+    assert_eq!(h.cores[0].session_count(), 1, "the old deadline is void");
+    h.advance(Duration::from_millis(1300));
+    assert_eq!(
+        h.cores[0].session_count(),
+        1,
+        "1.9 s after the last disconnect"
+    );
+    h.advance(Duration::from_millis(200));
+    assert_eq!(
+        h.cores[0].session_count(),
+        0,
+        "2.1 s after the last disconnect"
+    );
+}
+
+#[test]
+fn keep_alive_closes_the_silent_and_spares_those_heard_from() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    for (conn, client) in [(1, "talks"), (2, "silent")] {
+        let mut c = connect(client, ProtocolVersion::V5);
+        c.keep_alive = 2;
+        h.connect_with(conn, c);
+    }
+    let open = |h: &Harness, conn| h.cores[0].connection_version(conn).is_some();
+    // 1.5 x 2 s = 3 s of silence at most.
+    for _ in 0..5 {
+        h.advance(Duration::from_millis(1000));
+        h.send(1, "talks", Packet::PingReq);
+    }
+    assert!(open(&h, 1), "heard from every second");
+    assert!(!open(&h, 2), "silent for 5 s");
+    let closed = h.cores[0].take_output(2);
+    assert!(closed.close);
+    assert!(
+        matches!(closed.to_packets().last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
+    h.advance(Duration::from_millis(2900));
+    assert!(open(&h, 1), "2.9 s after its last PINGREQ");
+    h.advance(Duration::from_millis(200));
+    assert!(!open(&h, 1), "3.1 s after its last PINGREQ");
+}
+
+#[test]
 fn takeover_tells_the_old_connection() {
     let mut h = Harness::new(1, MqttConfig::default());
     h.connect(1, "same", ProtocolVersion::V5);

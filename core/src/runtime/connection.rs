@@ -59,7 +59,7 @@ pub(crate) fn accepted(core: &Rc<Core>, stream: TcpStream) {
         tracing::warn!("cannot watch a connection: {e}");
         return;
     }
-    io.set_connecting(core.ticks());
+    core.watch_connect(&io);
     core.conns.borrow_mut().insert(id, io.clone());
     io.wake_reader();
 }

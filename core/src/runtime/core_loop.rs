@@ -3,6 +3,7 @@
 
 use crate::hash::HashMap;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,10 @@ impl MeshWindows {
 /// How often timers run: keep-alive, wills, expiry, `$SYS`, shutdown.
 const TICK: Duration = Duration::from_millis(200);
 
+/// A tick that takes longer is logged (debug): it delays every
+/// connection of the core.
+const SLOW_TICK: Duration = Duration::from_millis(2);
+
 /// The state of one core, shared by its tasks (never across cores).
 pub(crate) struct Core {
     pub(crate) broker: RefCell<CoreBroker>,
@@ -74,6 +79,11 @@ pub(crate) struct Core {
     windows: Arc<MeshWindows>,
     mesh_notify: LocalNotify,
     pub(crate) stopping: Cell<bool>,
+    /// Connections waiting for CONNECT, in the order they were accepted,
+    /// with the tick of their acceptance (some have connected since).
+    connecting: RefCell<VecDeque<(u32, ConnId)>>,
+    /// Where the next sweep for forgotten connections starts.
+    sweep_cursor: Cell<usize>,
 }
 
 impl Core {
@@ -92,6 +102,14 @@ impl Core {
     /// Clock ticks since the core started.
     pub(crate) fn ticks(&self) -> u32 {
         self.ticks.get()
+    }
+
+    /// A connection accepted now waits for CONNECT: the tick closes it if
+    /// CONNECT does not come in time.
+    pub(crate) fn watch_connect(&self, io: &ConnIo) {
+        let now = self.ticks();
+        io.set_connecting(now);
+        self.connecting.borrow_mut().push_back((now, io.id()));
     }
 
     pub(crate) fn new_conn_id(&self) -> ConnId {
@@ -268,6 +286,8 @@ pub(crate) async fn run(
         windows,
         mesh_notify: LocalNotify::default(),
         stopping: Cell::new(false),
+        connecting: RefCell::new(VecDeque::new()),
+        sweep_cursor: Cell::new(0),
     });
     let _ = ready.send(CoreEvent::Listening(listener_dup));
     for (peer, receiver) in receivers.streams() {
@@ -384,34 +404,75 @@ async fn tick_loop(core: &Rc<Core>, shutdown: &AtomicBool) {
         core.ticks.set(core.ticks.get().wrapping_add(1));
         sweep(core);
         core.poller.nudge();
+        let took = now.elapsed();
+        if took > SLOW_TICK {
+            let conns = core.conns.borrow().len();
+            tracing::debug!(us = took.as_micros() as u64, conns, "slow tick");
+        }
     }
 }
 
-/// One pass over the core's connections per tick (about 2 ns each):
-/// closes those whose CONNECT did not come within `connect_timeout_secs`,
-/// and queues those that have work and are in nobody's queue. Every path
-/// that gives a connection work queues it, so the second finds none
-/// unless one was missed; a missed one then waits a tick, not forever.
+/// Connections looked at per tick for work nobody queued: an eighth of
+/// the core's connections, and at least this many.
+const SWEEP_MIN: usize = 1024;
+
+/// The tick's housekeeping of connections, in time proportional to what
+/// it finds rather than to the connections held (a pass over all of them
+/// took 0.15-0.4 ms per 5,000 at every tick).
 fn sweep(core: &Core) {
+    close_late_connects(core);
+    requeue_forgotten(core);
+}
+
+/// Closes the connections that sent no CONNECT within
+/// `connect_timeout_secs`: only the oldest acceptances are looked at.
+fn close_late_connects(core: &Core) {
     let timeout = Duration::from_secs(core.config().connect_timeout_secs);
     let ticks = (timeout.as_millis() / TICK.as_millis()) as u32;
     let now = core.ticks();
     let mut late = Vec::new();
-    let mut found = 0usize;
-    for io in core.conns.borrow().values() {
-        if io.connect_late(now, ticks) {
-            late.push(io.clone());
-        } else if io.forgotten() {
-            found += 1;
-            io.wake_reader();
+    {
+        let mut queue = core.connecting.borrow_mut();
+        let conns = core.conns.borrow();
+        while let Some(&(at, id)) = queue.front() {
+            if now.wrapping_sub(at) <= ticks {
+                break;
+            }
+            queue.pop_front();
+            if let Some(io) = conns.get(&id).filter(|io| io.connect_late(now, ticks)) {
+                late.push(io.clone());
+            }
         }
-    }
-    if found > 0 {
-        tracing::debug!(found, "connections with work were not queued");
     }
     for io in late {
         tracing::debug!(conn = io.id(), peer = ?io.peer(), "no CONNECT in time");
         io.close();
+    }
+}
+
+/// Queues connections that have work and are in nobody's queue, a part of
+/// the core's connections per tick. Every path that gives a connection
+/// work queues it, so this finds none unless one was missed; a missed one
+/// then waits at most eight ticks, not forever.
+fn requeue_forgotten(core: &Core) {
+    let conns = core.conns.borrow();
+    let len = conns.len();
+    if len == 0 {
+        return;
+    }
+    let chunk = (len / 8).max(SWEEP_MIN);
+    let start = core.sweep_cursor.get();
+    let start = if start >= len { 0 } else { start };
+    let mut found = 0usize;
+    for io in conns.values().skip(start).take(chunk) {
+        if io.forgotten() {
+            found += 1;
+            io.wake_reader();
+        }
+    }
+    core.sweep_cursor.set(start + chunk);
+    if found > 0 {
+        tracing::debug!(found, "connections with work were not queued");
     }
 }
 

@@ -294,6 +294,12 @@ impl Session {
         }
     }
 
+    /// When the keep-alive runs out if nothing arrives (none without a
+    /// connection or with keep-alive 0).
+    pub fn keep_alive_deadline(&self) -> Option<Instant> {
+        self.link.as_ref().and_then(Link::keep_alive_deadline)
+    }
+
     /// Whether the client has been silent for more than 1.5 times its keep
     /// alive at `now`.
     pub fn keep_alive_expired(&self, now: Instant) -> bool {
