@@ -1835,6 +1835,47 @@ fn startup_does_not_hang() {
     assert!(hung.is_empty(), "not listening after 10 s: pids {hung:?}");
 }
 
+/// A second broker told to listen on a port a broker already listens on
+/// refuses to start, saying why, instead of sharing the port through
+/// SO_REUSEPORT and taking part of the first one's connections.
+#[test]
+fn a_second_broker_on_a_taken_port_refuses_to_start() {
+    let first = Broker::start();
+    let dir = TempDir::new("taken-port");
+    let log_path = dir.0.join("second.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_robust-server"))
+        .args(["--roles", "mqtt", "--cores", "2", "--mqtt-addr"])
+        .arg(first.addr())
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let status = eventually(WAIT, || second.try_wait().unwrap());
+    if status.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the second broker started ({status:?}):\n{text}"
+    );
+    assert!(text.contains("address in use"), "no clear error:\n{text}");
+    // The first one still serves every connection.
+    for i in 0..8 {
+        let (_raw, ack) = Raw::connect(
+            first.port,
+            connect_packet(ProtocolVersion::V3_1_1, &format!("still-{i}"), true, 0),
+        );
+        assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    }
+}
+
 /// SIGTERM to idle brokers: every one exits 0 within 5 s.
 #[test]
 fn sigterm_after_idle_exits() {

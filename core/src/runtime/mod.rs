@@ -159,6 +159,24 @@ fn reserve_port(addr: SocketAddr) -> Result<socket2::Socket, String> {
     } else {
         Domain::IPV4
     };
+    if addr.port() != 0 {
+        // The cores share the port through SO_REUSEPORT, which would as
+        // well let a second broker (same user) bind it and take half of the
+        // connections, silently. A plain bind first fails if anything
+        // listens there.
+        let probe = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| format!("cannot create a socket: {e}"))?;
+        probe
+            .set_reuse_address(true)
+            .map_err(|e| format!("cannot set SO_REUSEADDR: {e}"))?;
+        probe.bind(&addr.into()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("cannot bind MQTT listener {addr}: address in use (another broker or program listens there)")
+            } else {
+                format!("cannot bind MQTT listener {addr}: {e}")
+            }
+        })?;
+    }
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| format!("cannot create a socket: {e}"))?;
     socket
