@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use glommio::net::TcpStream;
 use robustmq_protocol::mqtt::{
     ConnAck, Connect, DecodeError, Decoder, Packet, ProtocolVersion, ReasonCode,
 };
@@ -30,18 +29,8 @@ const MIN_READ_CHUNK: usize = 64;
 /// A connection accepted on this core: from now on the poller serves it
 /// (no task of its own, even before CONNECT); the tick closes it if
 /// CONNECT does not come within `connect_timeout_secs`.
-pub(crate) fn accepted(core: &Rc<Core>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    // glommio's stream (and the poll it registered) goes; the duplicate
-    // is the connection's socket.
-    let fd = match super::dup_fd(stream.as_raw_fd()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!("cannot keep a connection: {e}");
-            return;
-        }
-    };
-    drop(stream);
+pub(crate) fn accepted(core: &Rc<Core>, fd: OwnedFd) {
+    let _ = socket2::SockRef::from(&fd).set_nodelay(true);
     let config = core.config();
     let read = ReadState {
         decoder: Decoder::new(config.max_packet_size as usize),

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-use glommio::net::TcpListener;
 use glommio::{GlommioError, ResourceType};
 
 use super::conn_io::ConnIo;
@@ -24,7 +23,7 @@ use crate::broker::mesh::{batch_weight, MESH_WINDOW};
 use crate::broker::metrics::CoreMetrics;
 use crate::broker::{BrokerContext, ConnId, CoreBroker};
 use crossbeam_utils::CachePadded;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicUsize;
 
 /// Messages sent from each core to each other core and not yet processed
@@ -264,7 +263,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let poller = match Poller::new() {
+    let poller = match Poller::new().and_then(|p| p.listen(listener).map(|()| p)) {
         Ok(p) => p,
         Err(e) => {
             let _ = ready.send(CoreEvent::Failed(format!(
@@ -304,16 +303,15 @@ pub(crate) async fn run(
     }
     glommio::spawn_local(mesh_sender(core.clone())).detach();
     glommio::spawn_local(poller::run(core.clone())).detach();
-    let acceptor = glommio::spawn_local(accept_loop(core.clone(), listener, shutdown.clone()));
     tick_loop(&core, &shutdown).await;
-    drop(acceptor);
     drain_connections(&core).await;
     let _ = ready.send(CoreEvent::Stopped);
 }
 
-/// This core's listener on the shared port (SO_REUSEPORT), and a duplicate
-/// of its descriptor for the starting thread.
-fn bind_listener(addr: SocketAddr) -> std::io::Result<(TcpListener, OwnedFd)> {
+/// This core's listener on the shared port (SO_REUSEPORT, non-blocking:
+/// the poller accepts from it), and a duplicate of its descriptor for the
+/// starting thread.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<(OwnedFd, OwnedFd)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -325,13 +323,11 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<(TcpListener, OwnedFd)> {
     // A restart binds the port again while the last run's connections sit
     // in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     let dup = OwnedFd::from(socket.try_clone()?);
-    // SAFETY: the descriptor comes from `into_raw_fd`, so the listener is
-    // its only owner.
-    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
-    Ok((listener, dup))
+    Ok((OwnedFd::from(socket), dup))
 }
 
 fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
@@ -370,27 +366,6 @@ async fn mesh_sender(core: Rc<Core>) {
                 }
             }
             core.mesh_sending.set(false);
-        }
-    }
-}
-
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, shutdown: Arc<AtomicBool>) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                if core.stopping.get() {
-                    continue;
-                }
-                connection::accepted(&core, stream);
-            }
-            Err(_) if shutdown.load(Ordering::Acquire) => {
-                // `Running::stop` shut the listener down to wake this core.
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
         }
     }
 }

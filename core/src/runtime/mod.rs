@@ -44,7 +44,7 @@ const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// What a core tells the thread that started it.
 pub(crate) enum CoreEvent {
     /// Listening; a duplicate of its listener, so that `stop` can wake a
-    /// core parked in io_uring by shutting the listener down.
+    /// parked core by shutting the listener down.
     Listening(OwnedFd),
     /// It could not start.
     Failed(String),
@@ -89,8 +89,9 @@ impl Running {
     /// every core to finish.
     pub fn stop(self) {
         self.shutdown.store(true, Ordering::Release);
-        // Wake every core even if it sleeps in io_uring with nothing to do:
-        // its pending accept completes with an error.
+        // Wake every core even if it sleeps with nothing to do: epoll
+        // reports the listener's hang-up to its poller (and the clock tick
+        // sees the flag within 200 ms anyway).
         for fd in &self.listeners {
             // SAFETY: `fd` is a descriptor this struct owns; shutdown does
             // not close it and has no memory-safety preconditions.

@@ -1,4 +1,5 @@
-//! One readiness poller per core for its connected clients' sockets.
+//! One readiness poller per core for its listener and its connected
+//! clients' sockets.
 //!
 //! An idle connection costs no task, no future and no glommio stream: its
 //! socket is registered, edge-triggered, in the core's epoll instance, and
@@ -27,6 +28,12 @@ use crate::broker::ConnId;
 
 /// Events taken from epoll per call.
 const EVENTS: usize = 64;
+/// The epoll key of the core's listening socket (connection ids count up
+/// from 1 and never reach it).
+const LISTENER: u64 = u64::MAX;
+/// Connections accepted per pass of the poller: a burst of connects does
+/// not keep connected clients waiting for their turn.
+const ACCEPTS_PER_PASS: usize = 64;
 
 /// The readiness of one core's connected sockets, and the connections
 /// waiting for their turn to be read.
@@ -43,6 +50,10 @@ pub(crate) struct Poller {
     scratch: RefCell<BytesMut>,
     /// `scratch` is lent to the connection having its turn.
     lent: Cell<bool>,
+    /// The core's listening socket (non-blocking, in the epoll set).
+    listener: RefCell<Option<OwnedFd>>,
+    /// The listener may have connections to accept.
+    accept_ready: Cell<bool>,
 }
 
 impl Poller {
@@ -60,7 +71,35 @@ impl Poller {
             queued: LocalNotify::default(),
             scratch: RefCell::new(BytesMut::new()),
             lent: Cell::new(false),
+            listener: RefCell::new(None),
+            accept_ready: Cell::new(false),
         })
+    }
+
+    /// Accepts connections from `listener` (non-blocking): watched like a
+    /// client's socket, accepted from by the poller with `accept4`, so a
+    /// new connection costs no glommio stream and no duplicate descriptor.
+    pub(crate) fn listen(&self, listener: OwnedFd) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: LISTENER,
+        };
+        // SAFETY: both descriptors are open; `ev` is a valid event that
+        // the kernel only reads.
+        let r = unsafe {
+            libc::epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                listener.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *self.listener.borrow_mut() = Some(listener);
+        self.accept_ready.set(true);
+        Ok(())
     }
 
     /// Watches a connection's socket for data and hang-ups (edge
@@ -121,6 +160,8 @@ impl Poller {
     /// and the clock tick calls this so that a missed wake-up costs at most
     /// one tick.
     pub(crate) fn nudge(&self) {
+        // Also the retry of an accept that failed (out of descriptors).
+        self.accept_ready.set(true);
         self.queued.notify();
     }
 
@@ -148,7 +189,9 @@ impl Poller {
             let conns = core.conns.borrow();
             for ev in &events[..n as usize] {
                 let id = ev.u64;
-                if let Some(io) = conns.get(&id) {
+                if id == LISTENER {
+                    self.accept_ready.set(true);
+                } else if let Some(io) = conns.get(&id) {
                     io.set_readable();
                 }
             }
@@ -179,14 +222,66 @@ async fn wait_readable(epfd: RawFd) {
     let _ = stream.read(&mut [0u8; 1]).await;
 }
 
+/// Accepts what the listener has, at most [`ACCEPTS_PER_PASS`]: each
+/// connection goes to [`connection::accepted`]. `accept_ready` stays set
+/// while more may wait; a failure other than "nothing there" (out of
+/// descriptors, or the listener shut down at stop) leaves it to the next
+/// tick's nudge.
+fn accept_pending(core: &Rc<Core>) {
+    let poller = &core.poller;
+    if !poller.accept_ready.get() {
+        return;
+    }
+    let Some(listener) = poller.listener.borrow().as_ref().map(|l| l.as_raw_fd()) else {
+        poller.accept_ready.set(false);
+        return;
+    };
+    for _ in 0..ACCEPTS_PER_PASS {
+        // SAFETY: `listener` is open (the poller owns it); null address
+        // pointers ask for no peer address.
+        let fd = unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
+                Some(libc::EAGAIN) => {}
+                Some(libc::EINVAL) => tracing::debug!("listener shut down"),
+                _ => tracing::warn!("accept failed: {e}"),
+            }
+            poller.accept_ready.set(false);
+            return;
+        }
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if core.stopping.get() {
+            // Closed as it drops: the core is going away.
+            continue;
+        }
+        connection::accepted(core, fd);
+    }
+}
+
 /// The poller's task: gives each ready connection a turn (one read at
 /// most), in order, yielding to the core's other tasks after each pass.
 pub(crate) async fn run(core: Rc<Core>) {
     let epfd = core.poller.epfd.as_raw_fd();
     loop {
         core.poller.collect(&core);
+        accept_pending(&core);
         let pass = core.poller.queue_len();
         if pass == 0 {
+            if core.poller.accept_ready.get() {
+                // More connections wait to be accepted.
+                futures_lite::future::yield_now().await;
+                continue;
+            }
             futures_lite::future::or(wait_readable(epfd), core.poller.queued.wait()).await;
             continue;
         }
