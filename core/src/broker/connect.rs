@@ -276,8 +276,12 @@ impl CoreBroker {
                 s.expires_at = Some(at);
                 self.expiry_due.push(at, client_id);
                 let sessions = &self.sessions;
+                // The live entry is the session's latest (at = its expiry);
+                // older ones of a session that came back are earlier.
                 self.expiry_due.compact(sessions.len(), |at, id| {
-                    sessions.get(id).is_some_and(|s| s.expires_at == Some(at))
+                    sessions
+                        .get(id)
+                        .is_some_and(|s| s.conn.is_none() && s.expires_at.is_some_and(|e| e <= at))
                 });
             }
         }
@@ -397,13 +401,13 @@ impl CoreBroker {
                 self.publish_message(w.message, now);
             }
         }
-        while let Some((at, id)) = self.expiry_due.pop_due(now) {
-            // An entry whose time is not the session's any more was
-            // superseded (the client came back, and maybe left again).
+        while let Some((_, id)) = self.expiry_due.pop_due(now) {
+            // A session that came back (and maybe left again) is not due:
+            // its entry was superseded.
             let expired = self
                 .sessions
                 .get(&id)
-                .is_some_and(|s| s.conn.is_none() && s.expires_at == Some(at));
+                .is_some_and(|s| s.conn.is_none() && s.expires_at.is_some_and(|e| e <= now));
             if expired {
                 tracing::debug!(client_id = %id, "session expired");
                 self.end_session(&id, now);

@@ -14,36 +14,54 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Entries the heap may hold beyond twice the live keys before it is
 /// compacted.
 const SLACK: usize = 1024;
 
-/// Keys in the order of their deadlines.
+/// Keys in the order of their deadlines. A deadline is kept as
+/// nanoseconds since `base` (8 bytes instead of an `Instant`'s 16: one
+/// entry per connection with a keep-alive, 16 bytes with a connection id).
 #[derive(Debug)]
 pub(super) struct Deadlines<K: Ord> {
-    heap: BinaryHeap<Reverse<(Instant, K)>>,
-}
-
-impl<K: Ord> Default for Deadlines<K> {
-    fn default() -> Self {
-        Deadlines {
-            heap: BinaryHeap::new(),
-        }
-    }
+    base: Instant,
+    heap: BinaryHeap<Reverse<(u64, K)>>,
 }
 
 impl<K: Ord> Deadlines<K> {
+    /// Deadlines no earlier than `base`.
+    pub(super) fn new(base: Instant) -> Self {
+        Deadlines {
+            base,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn offset(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Look at `key` at `at` (or at the first pop after it).
     pub(super) fn push(&mut self, at: Instant, key: K) {
+        if self.heap.len() == self.heap.capacity() {
+            // Grow by a quarter, not twice: the heap is as large as the
+            // connections, and its slack counts in each one's memory.
+            self.heap.reserve_exact(self.heap.len() / 4 + 16);
+        }
+        let at = self.offset(at);
         self.heap.push(Reverse((at, key)));
     }
 
-    /// The earliest entry, if its time has come by `now`.
+    /// The earliest entry, if its time has come by `now`: its deadline
+    /// (exactly as pushed) and key.
     pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, K)> {
+        let now = self.offset(now);
         match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
+            Some(Reverse((at, _))) if *at <= now => self
+                .heap
+                .pop()
+                .map(|Reverse((at, key))| (self.base + Duration::from_nanos(at), key)),
             _ => None,
         }
     }
@@ -60,8 +78,9 @@ impl<K: Ord> Deadlines<K> {
         if self.heap.len() <= live.saturating_mul(2).saturating_add(SLACK) {
             return;
         }
+        let base = self.base;
         let mut entries = std::mem::take(&mut self.heap).into_vec();
-        entries.retain(|Reverse((at, key))| keep(*at, key));
+        entries.retain(|Reverse((at, key))| keep(base + Duration::from_nanos(*at), key));
         self.heap = BinaryHeap::from(entries);
         self.heap
             .shrink_to(live.saturating_mul(2).saturating_add(SLACK));
@@ -71,13 +90,12 @@ impl<K: Ord> Deadlines<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn pops_in_deadline_order_only_when_due() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        let mut d = Deadlines::default();
+        let mut d = Deadlines::new(t0);
         d.push(at(30), 3u64);
         d.push(at(10), 1);
         d.push(at(20), 2);
@@ -92,7 +110,7 @@ mod tests {
     #[test]
     fn compaction_keeps_the_live_and_bounds_the_dead() {
         let t0 = Instant::now();
-        let mut d = Deadlines::default();
+        let mut d = Deadlines::new(t0);
         // 10 live keys, then churn: 100,000 keys that came and went.
         for k in 0..100_010u64 {
             d.push(t0 + Duration::from_secs(k % 97), k);

@@ -211,8 +211,8 @@ impl CoreBroker {
             random: seed,
             pressure: pressure::Pressure::default(),
             match_scratch: Vec::new(),
-            keep_alive_due: deadlines::Deadlines::default(),
-            expiry_due: deadlines::Deadlines::default(),
+            keep_alive_due: deadlines::Deadlines::new(now),
+            expiry_due: deadlines::Deadlines::new(now),
         }
     }
 

@@ -100,6 +100,7 @@ fn connect_step(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step 
         }
         ConnectRoute::Owner { assigned, .. } => {
             io.set_connected(version);
+            core.stop_watching_connect(io.id());
             core.broker.borrow_mut().on_connect(
                 io.id(),
                 connect,
@@ -423,6 +424,7 @@ fn end(core: &Rc<Core>, io: &Rc<ConnIo>) {
 /// The connection leaves the core; its socket closes when the last
 /// reference to it (a writer task's, or the poller's turn) goes.
 fn leave(core: &Core, io: &ConnIo) {
+    core.stop_watching_connect(io.id());
     core.poller.deregister(io.fd());
     core.conns.borrow_mut().remove(&io.id());
 }

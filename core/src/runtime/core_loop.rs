@@ -1,9 +1,8 @@
 //! One core: its broker, its listener, its connections, its side of the
 //! mesh, its clock tick.
 
-use crate::hash::HashMap;
+use crate::hash::{HashMap, HashSet};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,9 +77,9 @@ pub(crate) struct Core {
     windows: Arc<MeshWindows>,
     mesh_notify: LocalNotify,
     pub(crate) stopping: Cell<bool>,
-    /// Connections waiting for CONNECT, in the order they were accepted,
-    /// with the tick of their acceptance (some have connected since).
-    connecting: RefCell<VecDeque<(u32, ConnId)>>,
+    /// Connections waiting for CONNECT (a handful at a time: a set, so
+    /// that connected ones leave it and cost nothing).
+    connecting: RefCell<HashSet<ConnId>>,
     /// Where the next sweep for forgotten connections starts.
     sweep_cursor: Cell<usize>,
 }
@@ -106,9 +105,17 @@ impl Core {
     /// A connection accepted now waits for CONNECT: the tick closes it if
     /// CONNECT does not come in time.
     pub(crate) fn watch_connect(&self, io: &ConnIo) {
-        let now = self.ticks();
-        io.set_connecting(now);
-        self.connecting.borrow_mut().push_back((now, io.id()));
+        io.set_connecting(self.ticks());
+        self.connecting.borrow_mut().insert(io.id());
+    }
+
+    /// The connection sent CONNECT, or is gone.
+    pub(crate) fn stop_watching_connect(&self, id: ConnId) {
+        let mut connecting = self.connecting.borrow_mut();
+        if connecting.remove(&id) && connecting.is_empty() && connecting.capacity() > 1024 {
+            // After a burst of connects: no table kept for the next.
+            *connecting = HashSet::default();
+        }
     }
 
     pub(crate) fn new_conn_id(&self) -> ConnId {
@@ -285,7 +292,7 @@ pub(crate) async fn run(
         windows,
         mesh_notify: LocalNotify::default(),
         stopping: Cell::new(false),
-        connecting: RefCell::new(VecDeque::new()),
+        connecting: RefCell::new(HashSet::default()),
         sweep_cursor: Cell::new(0),
     });
     let _ = ready.send(CoreEvent::Listening(listener_dup));
@@ -400,25 +407,21 @@ fn sweep(core: &Core) {
 }
 
 /// Closes the connections that sent no CONNECT within
-/// `connect_timeout_secs`: only the oldest acceptances are looked at.
+/// `connect_timeout_secs`: only those still waiting for it are looked at.
 fn close_late_connects(core: &Core) {
     let timeout = Duration::from_secs(core.config().connect_timeout_secs);
     let ticks = (timeout.as_millis() / TICK.as_millis()) as u32;
     let now = core.ticks();
-    let mut late = Vec::new();
-    {
-        let mut queue = core.connecting.borrow_mut();
+    let late: Vec<Rc<ConnIo>> = {
         let conns = core.conns.borrow();
-        while let Some(&(at, id)) = queue.front() {
-            if now.wrapping_sub(at) <= ticks {
-                break;
-            }
-            queue.pop_front();
-            if let Some(io) = conns.get(&id).filter(|io| io.connect_late(now, ticks)) {
-                late.push(io.clone());
-            }
-        }
-    }
+        core.connecting
+            .borrow()
+            .iter()
+            .filter_map(|id| conns.get(id))
+            .filter(|io| io.connect_late(now, ticks))
+            .cloned()
+            .collect()
+    };
     for io in late {
         tracing::debug!(conn = io.id(), peer = ?io.peer(), "no CONNECT in time");
         io.close();
