@@ -240,11 +240,12 @@ pub(crate) async fn run(
     windows: Arc<MeshWindows>,
 ) {
     let core_id = ctx.core;
-    // glommio can miss the cross-core wake-up of a core that is about to
-    // park while the cores join the mesh (seen under load as a start that
-    // never gets to "listening": one core parked for good in io_uring, the
-    // other spinning on a channel connection); a short timer makes a parked
-    // core look again. Dropping the task ends it.
+    // A start under load used to hang here: one core parked for good in
+    // io_uring, the other spinning on a channel connection. The likely
+    // cause, an executor that parked with runnable tasks after a
+    // preemption, is fixed in the patched glommio (third_party/glommio);
+    // until that is confirmed, a short timer makes a parked core look
+    // again while the cores join. Dropping the task ends it.
     let nudge = glommio::spawn_local(async {
         loop {
             glommio::timer::sleep(Duration::from_millis(2)).await;

@@ -156,9 +156,9 @@ impl Poller {
     }
 
     /// Makes the poller look at epoll now, whether or not its wait saw an
-    /// event: glommio can miss waking a parked core (docs/benchmarks.md),
-    /// and the clock tick calls this so that a missed wake-up costs at most
-    /// one tick.
+    /// event: the clock tick calls this so that a missed wake-up costs at
+    /// most one tick (glommio 0.9.0 parked cores with runnable tasks,
+    /// fixed in our copy; this stays as a second line).
     pub(crate) fn nudge(&self) {
         // Also the retry of an accept that failed (out of descriptors).
         self.accept_ready.set(true);

@@ -154,7 +154,8 @@ impl Broker {
                 .expect("spawn robust-server");
             // A start that hangs (it did under load: a core parked for good
             // while the cores joined their channel mesh; see
-            // `startup_does_not_hang` in mqtt_raw.rs) is retried once,
+            // `startup_does_not_hang` in mqtt_raw.rs; most likely the
+            // glommio bug fixed in third_party/glommio) is retried once,
             // loudly; twice fails the test.
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
