@@ -6,20 +6,17 @@
 //! one task (this poller) reads the sockets that have data into a buffer
 //! the core shares, keeping per connection only the bytes of a packet
 //! that has not fully arrived. glommio offers no way to wait for an
-//! arbitrary descriptor, so the poller waits for the epoll descriptor
-//! through a glommio stream made from a duplicate of it (see
-//! [`wait_readable`]).
+//! arbitrary descriptor; the poller waits for the epoll descriptor with a
+//! poll our copy of glommio adds (see [`wait_readable`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::io::AsyncReadExt;
-use glommio::net::TcpStream;
 
 use super::connection;
 use super::core_loop::Core;
@@ -202,24 +199,16 @@ impl Poller {
     }
 }
 
-/// Waits until epoll has an event. A glommio stream made from a duplicate
-/// of the epoll descriptor registers a poll for readability when created
-/// and completes its read once that poll does; the read itself fails (an
-/// epoll descriptor is not a socket), which is the signal. The duplicate
-/// is closed when the stream drops.
+/// Waits until epoll has an event: a poll on the epoll descriptor
+/// through the core's ring (`glommio::net::wait_readable`, added in our
+/// copy of glommio: 0.9.0 cannot wait for an arbitrary descriptor, and a
+/// glommio stream made from a duplicate of it cost a `dup` and a `close`
+/// per wait).
 async fn wait_readable(epfd: RawFd) {
-    let fd = match super::dup_fd(epfd) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!("cannot wait for sockets: {e}");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-            return;
-        }
-    };
-    // SAFETY: `fd` is a fresh duplicate owned by nothing else; the stream
-    // takes that ownership and only polls, receives on and closes it.
-    let mut stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-    let _ = stream.read(&mut [0u8; 1]).await;
+    if let Err(e) = glommio::net::wait_readable(epfd).await {
+        tracing::warn!("cannot wait for sockets: {e}");
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Accepts what the listener has, at most [`ACCEPTS_PER_PASS`]: each

@@ -117,3 +117,12 @@ pub use self::{
     udp_socket::UdpSocket,
     unix::{AcceptedUnixStream, UnixDatagram, UnixListener, UnixStream},
 };
+
+/// RobustMQ patch (see PATCHES.md): waits until `fd` is readable, with a
+/// one-shot poll through the executor's ring, without owning or
+/// duplicating the descriptor. Dropping the future cancels the poll. Must
+/// be called on a glommio executor.
+pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_read_ready(fd);
+    source.collect_rw().await.map(|_| ())
+}
