@@ -77,23 +77,11 @@ impl Poller {
     /// client's socket, accepted from by the poller with `accept4`, so a
     /// new connection costs no glommio stream and no duplicate descriptor.
     pub(crate) fn listen(&self, listener: OwnedFd) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: LISTENER,
-        };
-        // SAFETY: both descriptors are open; `ev` is a valid event that
-        // the kernel only reads.
-        let r = unsafe {
-            libc::epoll_ctl(
-                self.epfd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                listener.as_raw_fd(),
-                &mut ev,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.watch(
+            listener.as_raw_fd(),
+            LISTENER,
+            libc::EPOLLIN | libc::EPOLLET,
+        )?;
         *self.listener.borrow_mut() = Some(listener);
         self.accept_ready.set(true);
         Ok(())
@@ -103,9 +91,14 @@ impl Poller {
     /// triggered: reported once per arrival, so a socket is read until
     /// it has nothing left or its connection is re-queued).
     pub(crate) fn register(&self, fd: RawFd, id: ConnId) -> io::Result<()> {
+        self.watch(fd, id, libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET)
+    }
+
+    /// Adds `fd` to the epoll set under `key`.
+    fn watch(&self, fd: RawFd, key: u64, events: libc::c_int) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: id,
+            events: events as u32,
+            u64: key,
         };
         // SAFETY: both descriptors are open; `ev` is a valid event that
         // the kernel only reads.
