@@ -108,6 +108,14 @@ pub enum CoreMsg {
         /// Hold, or release one hold.
         hold: bool,
     },
+    /// The sender applied this many holds (`hold: true`) of the receiver:
+    /// the held publishers' messages stopped coming, so the receiver
+    /// gives the sender's core its mesh window back (see
+    /// `CoreBroker::holds_unconfirmed`).
+    HoldsApplied {
+        /// How many holds.
+        count: u32,
+    },
 }
 
 /// Messages waiting to go to each other core.
@@ -140,6 +148,16 @@ impl Outbox {
             self.per_core[core].push(CoreMsg::Publish(vec![message]));
         }
         self.len += 1;
+    }
+
+    /// Confirms one applied hold to `core`, joining a confirmation
+    /// already waiting at the end of its queue.
+    pub fn push_hold_applied(&mut self, core: usize) {
+        if let Some(CoreMsg::HoldsApplied { count }) = self.per_core[core].last_mut() {
+            *count += 1;
+        } else {
+            self.push(core, CoreMsg::HoldsApplied { count: 1 });
+        }
     }
 
     /// How many messages wait (publishes counted one by one).

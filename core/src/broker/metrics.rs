@@ -28,6 +28,9 @@ pub struct CoreMetrics {
     pub slow_subscribers: AtomicU64,
     /// Publisher connections of this core held by back-pressure now.
     pub publishers_held: AtomicI64,
+    /// Batches from other cores whose mesh window this core kept because
+    /// its holds were not yet applied there.
+    pub hold_waits: AtomicU64,
 }
 
 /// The counters of every core.
@@ -59,6 +62,8 @@ pub struct MetricsSnapshot {
     pub slow_subscribers: u64,
     /// Publisher connections held now.
     pub publishers_held: i64,
+    /// Batches whose mesh window was kept until holds were applied.
+    pub hold_waits: u64,
 }
 
 impl Metrics {
@@ -88,6 +93,7 @@ impl Metrics {
             s.protocol_errors += c.protocol_errors.load(Relaxed);
             s.slow_subscribers += c.slow_subscribers.load(Relaxed);
             s.publishers_held += c.publishers_held.load(Relaxed);
+            s.hold_waits += c.hold_waits.load(Relaxed);
         }
         s
     }

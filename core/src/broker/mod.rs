@@ -209,7 +209,7 @@ impl CoreBroker {
             share_tokens: HashMap::default(),
             next_token: 1,
             random: seed,
-            pressure: pressure::Pressure::default(),
+            pressure: pressure::Pressure::new(cores),
             match_scratch: Vec::new(),
             keep_alive_due: deadlines::Deadlines::new(now),
             expiry_due: deadlines::Deadlines::new(now),
@@ -325,7 +325,8 @@ impl CoreBroker {
             } => {
                 self.deliver_to_client(&client_id, &message, options, subscription_id, now);
             }
-            CoreMsg::Hold { conn, hold } => self.on_remote_hold(conn, hold),
+            CoreMsg::Hold { conn, hold } => self.on_remote_hold(from, conn, hold),
+            CoreMsg::HoldsApplied { count } => self.on_holds_applied(from, count),
         }
     }
 

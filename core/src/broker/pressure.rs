@@ -16,6 +16,15 @@
 //! messages meet the usual limits (QoS 0 dropped beyond
 //! `max_outbound_buffer_bytes`, the queue's drop policy).
 //!
+//! A hold reaches a publisher on another core late (0.5-3 ms under
+//! load), and until then that core reads it as fast as this one takes
+//! the messages. So while a hold it sent is not yet confirmed applied,
+//! a core keeps the mesh window of what it receives: the other cores stop
+//! reading once a window (`MESH_WINDOW`) is on its way. What reaches a
+//! congested subscriber after it held its publishers is then bounded by a
+//! window per core, which its queue may take beyond `max_queued_messages`
+//! (the slack) without loss, however late the holds land.
+//!
 //! A publisher is therefore held at most `slow_subscriber_ms` by a
 //! subscriber that stalls (or crawls below about 32 KiB/s at the
 //! defaults), and for as long as it outpaces one that keeps reading: a
@@ -57,7 +66,7 @@ struct Congestion {
 }
 
 /// This core's part of back-pressure.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Pressure {
     /// Congested subscriber sessions of this core, by client id.
     congested: HashMap<ByteString, Congestion>,
@@ -66,6 +75,22 @@ pub(super) struct Pressure {
     held: HashMap<ConnId, u32>,
     /// Connections whose held state changed, for the runtime.
     changes: Vec<(ConnId, bool)>,
+    /// Holds sent to each core and not yet confirmed applied.
+    unconfirmed: Vec<u32>,
+    /// Their sum.
+    unconfirmed_total: u32,
+}
+
+impl Pressure {
+    pub(super) fn new(cores: usize) -> Self {
+        Pressure {
+            congested: HashMap::default(),
+            held: HashMap::default(),
+            changes: Vec::new(),
+            unconfirmed: vec![0; cores],
+            unconfirmed_total: 0,
+        }
+    }
 }
 
 impl CoreBroker {
@@ -194,13 +219,35 @@ impl CoreBroker {
     }
 
     /// Another core's subscriber holds (`hold`) or releases a connection
-    /// of this core.
-    pub(super) fn on_remote_hold(&mut self, conn: ConnId, hold: bool) {
+    /// of this core. A hold is confirmed, even for a connection gone:
+    /// the other core counts on it.
+    pub(super) fn on_remote_hold(&mut self, from: usize, conn: ConnId, hold: bool) {
         if hold {
             self.hold_local(conn);
+            self.outbox.push_hold_applied(from);
         } else {
             self.release_local(conn);
         }
+    }
+
+    /// `from` applied `count` of this core's holds.
+    pub(super) fn on_holds_applied(&mut self, from: usize, count: u32) {
+        let sent = &mut self.pressure.unconfirmed[from];
+        debug_assert!(*sent >= count, "more holds confirmed than sent");
+        let count = count.min(*sent);
+        *sent -= count;
+        self.pressure.unconfirmed_total -= count;
+    }
+
+    /// Whether holds this core sent to other cores are not yet applied
+    /// there. Until they are, the held publishers' messages keep coming,
+    /// as fast as this core takes them: the runtime then keeps the mesh
+    /// window of what it receives (the other cores stop reading sockets
+    /// once their window is full), which bounds what reaches a congested
+    /// subscriber after it held its publishers to one window per core,
+    /// however late the holds are applied.
+    pub fn holds_unconfirmed(&self) -> bool {
+        self.pressure.unconfirmed_total > 0
     }
 
     /// Periodic: subscribers that made too little progress in a window
@@ -250,9 +297,10 @@ impl CoreBroker {
 
     /// How far a congested subscriber's queue may go beyond
     /// `max_queued_messages` while its publishers are being held: what can
-    /// be on its way from every core, over two hops (a shared group's owner
-    /// forwards), when the holds arrive. 0 when the subscriber is not
-    /// congested or is slow.
+    /// be on its way from every core until the holds are applied (a
+    /// window and one read each, the mesh windows being kept meanwhile),
+    /// over two hops (a shared group's owner forwards). 0 when the
+    /// subscriber is not congested or is slow.
     pub(super) fn queue_slack(&self, client_id: &str) -> usize {
         if self.pressure.congested.is_empty() {
             return 0;
@@ -308,6 +356,8 @@ impl CoreBroker {
                     hold: true,
                 },
             );
+            self.pressure.unconfirmed[origin.core] += 1;
+            self.pressure.unconfirmed_total += 1;
         }
     }
 

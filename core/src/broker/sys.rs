@@ -18,7 +18,7 @@ impl CoreBroker {
         let m = self.ctx.metrics.snapshot();
         let uptime = now.saturating_duration_since(self.ctx.started).as_secs();
         let base = format!("$SYS/brokers/{}", self.ctx.node_id);
-        let values: [(&str, String); 12] = [
+        let values: [(&str, String); 13] = [
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("uptime", uptime.to_string()),
             ("clients/connected", m.connections.to_string()),
@@ -32,6 +32,7 @@ impl CoreBroker {
             // Back-pressure: publishers not read now, subscribers found slow.
             ("publishers/held", m.publishers_held.to_string()),
             ("subscribers/slow", m.slow_subscribers.to_string()),
+            ("publishers/hold_waits", m.hold_waits.to_string()),
         ];
         for (name, value) in values {
             let message = Self::broker_message(

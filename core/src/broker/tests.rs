@@ -613,6 +613,79 @@ fn congested_subscriber_holds_publishers_on_both_cores_until_it_drains() {
     assert_eq!(metrics.snapshot().publishers_held, 0);
 }
 
+impl Harness {
+    /// Moves the cross-core messages `from` has queued to where they go,
+    /// once: one hop of [`Harness::settle`].
+    fn hop(&mut self, from: usize) -> usize {
+        let mut moved = 0;
+        for (to, msgs) in self.cores[from].take_core_messages() {
+            for m in msgs {
+                moved += 1;
+                self.cores[to].on_core_message(from, m, self.now);
+            }
+        }
+        moved
+    }
+}
+
+impl HoldSetup {
+    /// The remote publisher sends four QoS 1 messages, and its core routes
+    /// them; nothing crosses cores yet.
+    fn publish_remote_unsettled(&mut self) -> (usize, usize) {
+        let sub_core = self.h.owner(&self.sub.1);
+        let pub_core = self.h.owner(&self.remote_pub.1);
+        for _ in 0..4 {
+            self.next_id += 1;
+            self.h.cores[pub_core].on_packet(
+                self.remote_pub.0,
+                Packet::Publish(Publish {
+                    topic: ByteString::from_static("t/x"),
+                    payload: Bytes::from_static(b"m"),
+                    qos: QoS::AtLeastOnce,
+                    packet_id: self.next_id,
+                    ..Default::default()
+                }),
+                self.h.now,
+            );
+        }
+        (sub_core, pub_core)
+    }
+}
+
+#[test]
+fn a_hold_sent_to_another_core_is_unconfirmed_until_that_core_applied_it() {
+    let mut s = HoldSetup::new(small_queue_config());
+    let (sub_core, pub_core) = s.publish_remote_unsettled();
+    assert!(!s.h.cores[sub_core].holds_unconfirmed());
+    // The messages reach the subscriber's core, which congests and sends
+    // a hold: from now on, what it receives keeps its mesh window.
+    assert!(s.h.hop(pub_core) > 0);
+    assert!(s.h.cores[sub_core].holds_unconfirmed());
+    assert!(!s.held(&s.remote_pub), "the hold is on its way");
+    // The hold lands: the publisher is held, the confirmation on its way.
+    assert!(s.h.hop(sub_core) > 0);
+    assert!(s.held(&s.remote_pub));
+    assert!(s.h.cores[sub_core].holds_unconfirmed());
+    assert!(s.h.hop(pub_core) > 0);
+    assert!(!s.h.cores[sub_core].holds_unconfirmed());
+    assert_eq!(s.ack_all(), 4);
+}
+
+#[test]
+fn a_hold_for_a_connection_gone_is_confirmed_too() {
+    let mut s = HoldSetup::new(small_queue_config());
+    let (sub_core, pub_core) = s.publish_remote_unsettled();
+    assert!(s.h.hop(pub_core) > 0);
+    assert!(s.h.cores[sub_core].holds_unconfirmed());
+    // The publisher leaves before the hold lands: no hold stays, and the
+    // subscriber's core does not keep the mesh windows for good.
+    s.h.cores[pub_core].on_connection_lost(s.remote_pub.0, s.h.now);
+    s.h.settle();
+    assert!(!s.held(&s.remote_pub));
+    assert!(!s.h.cores[sub_core].holds_unconfirmed());
+    assert_eq!(s.ack_all(), 4);
+}
+
 #[test]
 fn held_publishers_overshoot_the_queue_without_loss_until_the_subscriber_is_slow() {
     let mut s = HoldSetup::new(small_queue_config());

@@ -82,6 +82,10 @@ pub(crate) struct Core {
     connecting: RefCell<HashSet<ConnId>>,
     /// Where the next sweep for forgotten connections starts.
     sweep_cursor: Cell<usize>,
+    /// Per sending core: messages processed here whose mesh window is
+    /// kept until this core's holds are applied (see
+    /// `CoreBroker::holds_unconfirmed`).
+    kept_windows: RefCell<Vec<usize>>,
 }
 
 impl Core {
@@ -152,6 +156,35 @@ impl Core {
     /// Whether readers should wait for the other cores to catch up.
     pub(crate) fn mesh_backlog_full(&self) -> bool {
         self.windows.full(self.id())
+    }
+
+    /// `weight` messages from `peer` were processed: their mesh window
+    /// goes back to `peer`, unless this core waits for holds to be
+    /// applied; then it is kept, with every core's, until they are.
+    fn settle_window(&self, broker: &CoreBroker, peer: usize, weight: usize) {
+        let me = broker.core();
+        let mut kept = self.kept_windows.borrow_mut();
+        if broker.holds_unconfirmed() {
+            kept[peer] += weight;
+            broker
+                .context()
+                .metrics
+                .core(me)
+                .hold_waits
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.windows
+            .count(peer, me)
+            .fetch_sub(weight, Ordering::AcqRel);
+        for (from, n) in kept.iter_mut().enumerate() {
+            if *n > 0 {
+                // The other core's poller looks again within its back-off.
+                self.windows
+                    .count(from, me)
+                    .fetch_sub(std::mem::take(n), Ordering::AcqRel);
+            }
+        }
     }
 
     /// Moves what the broker produced to where it goes: packets encoded
@@ -240,6 +273,7 @@ pub(crate) async fn run(
     windows: Arc<MeshWindows>,
 ) {
     let core_id = ctx.core;
+    let cores = ctx.cores;
     // A start under load used to hang here: one core parked for good in
     // io_uring, the other spinning on a channel connection. The likely
     // cause, an executor that parked with runnable tasks after a
@@ -295,6 +329,7 @@ pub(crate) async fn run(
         stopping: Cell::new(false),
         connecting: RefCell::new(HashSet::default()),
         sweep_cursor: Cell::new(0),
+        kept_windows: RefCell::new(vec![0; cores]),
     });
     let _ = ready.send(CoreEvent::Listening(listener_dup));
     for (peer, receiver) in receivers.streams() {
@@ -347,9 +382,7 @@ fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
             for m in msgs {
                 broker.on_core_message(peer, m, now);
             }
-            core.windows
-                .count(peer, broker.core())
-                .fetch_sub(weight, Ordering::AcqRel);
+            core.settle_window(&broker, peer, weight);
         }
         MeshMsg::HandOff(h) => {
             connection::serve_handed_off(core, h);

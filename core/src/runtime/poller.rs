@@ -274,6 +274,12 @@ pub(crate) async fn run(core: Rc<Core>) {
             continue;
         }
         for _ in 0..pass {
+            // Checked at every turn, not only at the pass's start: one
+            // read at most beyond the window, however many sockets are
+            // ready.
+            if core.mesh_backlog_full() {
+                break;
+            }
             let Some(id) = core.poller.pop() else {
                 break;
             };
