@@ -1820,7 +1820,17 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // RobustMQ patch: an unfired preempt timer is kept when the executor
+        // will not sleep and wants one again: re-arming it on every pass
+        // cost a timeout and a cancellation through the ring each time.
+        let kept_preempt_timer = match self.latency_preemption_timeout_src.take() {
+            Some(src) if preempt_timer().is_some() && src.result().is_none() => Some(src),
+            other => {
+                drop(other);
+                None
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1879,7 +1889,9 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
+        if let Some(src) = kept_preempt_timer {
+            self.latency_preemption_timeout_src.set(Some(src));
+        } else if let Some(preempt) = preempt_timer() {
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
             flush_rings!(lat_ring, main_ring)?;
