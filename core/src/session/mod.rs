@@ -517,10 +517,28 @@ impl Session {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|(used, _)| *used == id) {
+            if self.packet_id_free(id) {
                 return id;
             }
         }
+    }
+
+    /// Whether no in-flight message uses `id`. Ids are allocated walking
+    /// forward (1 to 65,535, then 1 again) and the in-flight list keeps
+    /// that order, so every id in use lies on the walk from the oldest's
+    /// to the newest's: an id past the newest is free without a scan of
+    /// the window (128 entries by default, once per message sent).
+    fn packet_id_free(&self, id: u16) -> bool {
+        let (Some((oldest, _)), Some((newest, _))) = (self.inflight.front(), self.inflight.back())
+        else {
+            return true;
+        };
+        let offset = |x: u16| (i32::from(x) - i32::from(*oldest)).rem_euclid(i32::from(u16::MAX));
+        if offset(id) > offset(*newest) {
+            debug_assert!(!self.inflight.iter().any(|(used, _)| *used == id));
+            return true;
+        }
+        !self.inflight.iter().any(|(used, _)| *used == id)
     }
 
     /// Appends the PUBLISH for a delivery on the current link to the
