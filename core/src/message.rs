@@ -1,12 +1,12 @@
 //! An application message as the broker routes it: decoded once, shared by
 //! reference between every subscriber and every core.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use robustmq_protocol::mqtt::{Properties, Publish, QoS};
+use robustmq_protocol::mqtt::{Properties, PropertyValues, Publish, QoS};
 
 /// A published message. Immutable once built; cores share it as
 /// [`SharedMessage`], so a fan-out never copies the payload.
@@ -23,10 +23,9 @@ pub struct Message {
     /// When it expires (5.0 message expiry interval), on the broker clock.
     pub expires_at: Option<Instant>,
     /// Properties passed through to subscribers: payload format, content
-    /// type, response topic, correlation data, user properties. `None`
-    /// when it has none, as most messages: the shared message stays small
-    /// (a `Properties` is 400 bytes) and is built without copying one.
-    pub properties: Option<Box<Properties>>,
+    /// type, response topic, correlation data, user properties; most
+    /// messages have none (no allocation).
+    pub properties: Properties,
     /// The client that published it, for No Local.
     pub publisher: ByteString,
     /// The connection it came from, for back-pressure (none for wills,
@@ -58,17 +57,20 @@ impl Message {
             || p.response_topic.is_some()
             || p.correlation_data.is_some()
             || !p.user_properties.is_empty();
-        let properties = passed.then(|| {
-            let p = publish.properties;
-            Box::new(Properties {
+        let properties = if passed {
+            let p = publish.properties.into_values();
+            PropertyValues {
                 payload_format_indicator: p.payload_format_indicator,
                 content_type: p.content_type,
                 response_topic: p.response_topic,
                 correlation_data: p.correlation_data,
                 user_properties: p.user_properties,
-                ..Properties::default()
-            })
-        });
+                ..PropertyValues::default()
+            }
+            .into()
+        } else {
+            Properties::default()
+        };
         Message {
             topic: publish.topic,
             payload: publish.payload,
@@ -83,8 +85,7 @@ impl Message {
 
     /// The pass-through properties (empty when it has none).
     pub fn properties(&self) -> &Properties {
-        static NONE: LazyLock<Properties> = LazyLock::new(Properties::default);
-        self.properties.as_deref().unwrap_or(&NONE)
+        &self.properties
     }
 
     /// Whether the message has expired at `now`.

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use mqtt_support::*;
 use robustmq_protocol::mqtt::{
-    Connect, LastWill, Packet, Properties, ProtocolVersion, PubReply, Publish, QoS, ReasonCode,
-    RetainHandling, SubscriptionOptions,
+    Connect, LastWill, Packet, Properties, PropertyValues, ProtocolVersion, PubReply, Publish, QoS,
+    ReasonCode, RetainHandling, SubscriptionOptions,
 };
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -139,6 +139,7 @@ fn assigned_client_identifiers() {
     let assigned = ack
         .properties
         .assigned_client_identifier
+        .clone()
         .expect("assigned id");
     assert!(!assigned.is_empty());
     assert_eq!(c.subscribe(1, "x", QoS::AtMostOnce), ReasonCode(0));
@@ -552,10 +553,11 @@ fn v5_session_expiry() {
 
 fn will_connect(id: &str, delay: Option<u32>, expiry: u32, payload: &str) -> Connect {
     let mut c = expiring(V5, id, true, expiry);
-    let properties = Properties {
+    let properties = PropertyValues {
         will_delay_interval: delay,
         ..Default::default()
-    };
+    }
+    .into();
     c.will = Some(LastWill {
         topic: ByteString::from("will/raw"),
         payload: Bytes::from(payload.to_string()),
@@ -695,15 +697,17 @@ fn v5_subscription_options_and_identifiers() {
 
     // Subscription identifiers: one per subscription, all that match.
     let mut ids = Raw::connected(b.port, V5, &id_on_core("so-ids", 0, 2), true);
-    let props = Properties {
+    let props = PropertyValues {
         subscription_identifiers: vec![11],
         ..Default::default()
-    };
+    }
+    .into();
     ids.subscribe_with(1, &[("sid/+", opts(QoS::AtMostOnce))], props);
-    let props = Properties {
+    let props = PropertyValues {
         subscription_identifiers: vec![22],
         ..Default::default()
-    };
+    }
+    .into();
     ids.subscribe_with(2, &[("sid/#", opts(QoS::AtLeastOnce))], props);
     ids.subscribe_with(
         3,
@@ -1294,10 +1298,11 @@ fn v5_unsuback_codes_and_retained_identifiers() {
     let mut p = publish("uc/r", QoS::AtLeastOnce, 3, b"r");
     p.retain = true;
     c.publish_acked(p);
-    let props = Properties {
+    let props = PropertyValues {
         subscription_identifiers: vec![99],
         ..Default::default()
-    };
+    }
+    .into();
     c.subscribe_with(4, &[("uc/+", opts(QoS::AtLeastOnce))], props);
     let got = c.expect_publish();
     assert!(got.retain);
@@ -1593,11 +1598,12 @@ fn v5_will_retained_with_properties() {
         payload: Bytes::from_static(b"offline"),
         qos: QoS::AtLeastOnce,
         retain: true,
-        properties: Properties {
+        properties: PropertyValues {
             content_type: Some(ByteString::from("text/plain")),
             user_properties: vec![(ByteString::from("why"), ByteString::from("lost"))],
             ..Default::default()
-        },
+        }
+        .into(),
     });
     let (c, _) = Raw::connect(b.port, c);
     drop(c);

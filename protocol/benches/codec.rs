@@ -26,7 +26,7 @@ const TOPIC: &str = "sensors/building-7/floor-3/temperature";
 
 fn publish(payload_len: usize, v5: bool) -> Packet {
     let properties = if v5 {
-        Properties {
+        PropertyValues {
             message_expiry_interval: Some(3600),
             topic_alias: Some(7),
             user_properties: vec![(
@@ -35,6 +35,7 @@ fn publish(payload_len: usize, v5: bool) -> Packet {
             )],
             ..Default::default()
         }
+        .into()
     } else {
         Properties::default()
     };
@@ -61,10 +62,11 @@ fn subscribe(v5: bool) -> Packet {
     };
     Packet::Subscribe(Subscribe {
         packet_id: 42,
-        properties: Properties {
+        properties: PropertyValues {
             subscription_identifiers: if v5 { vec![1234] } else { Vec::new() },
             ..Default::default()
-        },
+        }
+        .into(),
         filters: vec![
             filter("sensors/+/floor-3/temperature", QoS::AtLeastOnce),
             filter("devices/#", QoS::AtMostOnce),

@@ -195,34 +195,37 @@ fn any_properties() -> impl Strategy<Value = Properties> {
         flag(),
         flag(),
     );
-    (publishing, auth, limits).prop_map(|(p, a, l)| Properties {
-        payload_format_indicator: p.0,
-        message_expiry_interval: p.1,
-        content_type: p.2,
-        response_topic: p.3,
-        correlation_data: p.4,
-        subscription_identifiers: p.5,
-        session_expiry_interval: p.6,
-        assigned_client_identifier: p.7,
-        server_keep_alive: p.8,
-        authentication_method: a.0,
-        authentication_data: a.1,
-        request_problem_information: a.2,
-        will_delay_interval: a.3,
-        request_response_information: a.4,
-        response_information: a.5,
-        server_reference: a.6,
-        reason_string: a.7,
-        receive_maximum: l.0,
-        topic_alias_maximum: l.1,
-        topic_alias: l.2,
-        maximum_qos: l.3,
-        retain_available: l.4,
-        user_properties: l.5,
-        maximum_packet_size: l.6,
-        wildcard_subscription_available: l.7,
-        subscription_identifier_available: l.8,
-        shared_subscription_available: l.9,
+    (publishing, auth, limits).prop_map(|(p, a, l)| {
+        PropertyValues {
+            payload_format_indicator: p.0,
+            message_expiry_interval: p.1,
+            content_type: p.2,
+            response_topic: p.3,
+            correlation_data: p.4,
+            subscription_identifiers: p.5,
+            session_expiry_interval: p.6,
+            assigned_client_identifier: p.7,
+            server_keep_alive: p.8,
+            authentication_method: a.0,
+            authentication_data: a.1,
+            request_problem_information: a.2,
+            will_delay_interval: a.3,
+            request_response_information: a.4,
+            response_information: a.5,
+            server_reference: a.6,
+            reason_string: a.7,
+            receive_maximum: l.0,
+            topic_alias_maximum: l.1,
+            topic_alias: l.2,
+            maximum_qos: l.3,
+            retain_available: l.4,
+            user_properties: l.5,
+            maximum_packet_size: l.6,
+            wildcard_subscription_available: l.7,
+            subscription_identifier_available: l.8,
+            shared_subscription_available: l.9,
+        }
+        .into()
     })
 }
 
@@ -1160,10 +1163,11 @@ fn worst_cases(count: usize) -> Vec<(&'static str, ProtocolVersion, Vec<Packet>)
             V5,
             vec![Packet::Publish(Publish {
                 topic: a.clone(),
-                properties: Properties {
+                properties: PropertyValues {
                     user_properties: vec![(empty.clone(), empty.clone()); count],
                     ..Default::default()
-                },
+                }
+                .into(),
                 ..Default::default()
             })],
         ),
@@ -1172,10 +1176,11 @@ fn worst_cases(count: usize) -> Vec<(&'static str, ProtocolVersion, Vec<Packet>)
             V5,
             vec![Packet::Publish(Publish {
                 topic: a.clone(),
-                properties: Properties {
+                properties: PropertyValues {
                     subscription_identifiers: vec![1; count],
                     ..Default::default()
-                },
+                }
+                .into(),
                 ..Default::default()
             })],
         ),

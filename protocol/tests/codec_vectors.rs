@@ -62,21 +62,23 @@ fn connect_v5_with_will_user_and_properties() {
         protocol: V5,
         clean_start: true,
         keep_alive: 60,
-        properties: Properties {
+        properties: PropertyValues {
             session_expiry_interval: Some(3600),
             receive_maximum: Some(20),
             ..Default::default()
-        },
+        }
+        .into(),
         client_id: s("abc"),
         will: Some(LastWill {
             topic: s("w"),
             payload: b(b"bye"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties {
+            properties: PropertyValues {
                 will_delay_interval: Some(5),
                 ..Default::default()
-            },
+            }
+            .into(),
         }),
         username: Some(s("u")),
         password: Some(b(b"p")),
@@ -116,10 +118,11 @@ fn connack_v5_with_properties() {
         V5,
         &[0x20, 7, 0, 0, 4, 0x12, 0, 1, b'x'],
         Packet::ConnAck(ConnAck {
-            properties: Properties {
+            properties: PropertyValues {
                 assigned_client_identifier: Some(s("x")),
                 ..Default::default()
-            },
+            }
+            .into(),
             ..Default::default()
         }),
     );
@@ -177,12 +180,13 @@ fn publish_qos2_v5_with_properties() {
             qos: QoS::ExactlyOnce,
             topic: s("t"),
             packet_id: 258,
-            properties: Properties {
+            properties: PropertyValues {
                 payload_format_indicator: Some(1),
                 message_expiry_interval: Some(30),
                 topic_alias: Some(5),
                 ..Default::default()
-            },
+            }
+            .into(),
             payload: b(b"ok"),
             ..Default::default()
         }),
@@ -196,10 +200,11 @@ fn publish_v5_empty_topic_with_alias() {
         V5,
         &bytes,
         Packet::Publish(Publish {
-            properties: Properties {
+            properties: PropertyValues {
                 topic_alias: Some(7),
                 ..Default::default()
-            },
+            }
+            .into(),
             payload: b(b"hi"),
             ..Default::default()
         }),
@@ -222,13 +227,14 @@ fn publish_v5_user_properties_and_request_response() {
         &bytes,
         Packet::Publish(Publish {
             topic: s("t"),
-            properties: Properties {
+            properties: PropertyValues {
                 content_type: Some(s("j")),
                 response_topic: Some(s("r")),
                 correlation_data: Some(b(&[1, 2])),
                 user_properties: vec![(s("k"), s("v"))],
                 ..Default::default()
-            },
+            }
+            .into(),
             payload: b(b"p"),
             ..Default::default()
         }),
@@ -265,10 +271,11 @@ fn pub_replies_v5_short_and_long_forms() {
         Packet::PubRec(PubReply {
             packet_id: 10,
             reason_code: ReasonCode::NOT_AUTHORIZED,
-            properties: Properties {
+            properties: PropertyValues {
                 reason_string: Some(s("r")),
                 ..Default::default()
-            },
+            }
+            .into(),
         }),
     );
     vector(
@@ -313,10 +320,11 @@ fn subscribe_v5_with_options_and_identifier() {
         &[0x82, 11, 0, 1, 2, 0x0B, 7, 0, 3, b'a', b'/', b'b', 0x2E],
         Packet::Subscribe(Subscribe {
             packet_id: 1,
-            properties: Properties {
+            properties: PropertyValues {
                 subscription_identifiers: vec![7],
                 ..Default::default()
-            },
+            }
+            .into(),
             filters: vec![SubscribeFilter {
                 filter: s("a/b"),
                 options: SubscriptionOptions {
@@ -434,10 +442,11 @@ fn disconnect_both_versions() {
         &[0xE0, 7, 0, 5, 0x11, 0, 0, 0, 0],
         Packet::Disconnect(Disconnect {
             reason_code: ReasonCode::NORMAL_DISCONNECTION,
-            properties: Properties {
+            properties: PropertyValues {
                 session_expiry_interval: Some(0),
                 ..Default::default()
-            },
+            }
+            .into(),
         }),
     );
     // 5.0 reasons are dropped for a 3.x client: DISCONNECT is empty there.
@@ -453,10 +462,11 @@ fn auth_v5() {
         &[0xF0, 6, 0x18, 4, 0x15, 0, 1, b'm'],
         Packet::Auth(Auth {
             reason_code: ReasonCode::CONTINUE_AUTHENTICATION,
-            properties: Properties {
+            properties: PropertyValues {
                 authentication_method: Some(s("m")),
                 ..Default::default()
-            },
+            }
+            .into(),
         }),
     );
     let mut buf = bytes::BytesMut::new();

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::{
-    ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, ReasonCode,
+    ConnAck, Connect, Disconnect, Packet, Properties, PropertyValues, ProtocolVersion, Publish,
+    ReasonCode,
 };
 
 use super::shared::fnv1a;
@@ -428,10 +429,11 @@ impl CoreBroker {
 /// A Reason String property naming a refusal, for 5.0 clients (3.x
 /// encoding leaves properties out).
 pub(super) fn reason_string(reason: ReasonCode) -> Properties {
-    Properties {
+    PropertyValues {
         reason_string: Some(ByteString::from_static(reason.name())),
-        ..Properties::default()
+        ..PropertyValues::default()
     }
+    .into()
 }
 
 /// The session expiry a CONNECT asks for: 5.0 says it, 3.x derives it from

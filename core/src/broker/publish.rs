@@ -132,8 +132,11 @@ impl CoreBroker {
         // 3.x has no reason codes: a refused message is acknowledged as
         // usual and dropped.
         let reason = if v5 { reason } else { ReasonCode::SUCCESS };
-        let properties = (reason.is_error() && entry.problem_information)
-            .then(|| Box::new(super::connect::reason_string(reason)));
+        let properties = if reason.is_error() && entry.problem_information {
+            super::connect::reason_string(reason)
+        } else {
+            Default::default()
+        };
         entry
             .session
             .ack_publish(qos, packet_id, reason, properties);
@@ -309,7 +312,7 @@ impl CoreBroker {
             qos,
             retain,
             expires_at: None,
-            properties: None,
+            properties: Default::default(),
             publisher: ByteString::from_static("$SYS"),
             origin: None,
         })

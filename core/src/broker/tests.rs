@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::{
-    Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubReply, Publish, QoS,
-    ReasonCode, Subscribe, SubscribeFilter, SubscriptionOptions,
+    Connect, Disconnect, LastWill, Packet, Properties, PropertyValues, ProtocolVersion, PubReply,
+    Publish, QoS, ReasonCode, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 
 use super::*;
@@ -224,10 +224,11 @@ fn will_is_published_after_its_delay_and_cancelled_by_reconnect() {
             payload: Bytes::from_static(b"gone"),
             qos: QoS::AtMostOnce,
             retain: false,
-            properties: Properties {
+            properties: PropertyValues {
                 will_delay_interval: Some(delay),
                 ..Default::default()
-            },
+            }
+            .into(),
         });
         c
     };

@@ -94,7 +94,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: true,
             expires_at: None,
-            properties: None,
+            properties: Default::default(),
             publisher: ByteString::from_static("p"),
             origin: None,
         })

@@ -117,9 +117,11 @@ impl Link {
         publish: &mut Publish,
         max: u16,
     ) -> Result<(), ReasonCode> {
-        let Some(alias) = publish.properties.topic_alias.take() else {
+        // Read before taken: a write to absent properties would allocate.
+        let Some(alias) = publish.properties.topic_alias else {
             return Ok(());
         };
+        publish.properties.topic_alias = None;
         if alias == 0 || alias > max {
             return Err(ReasonCode::TOPIC_ALIAS_INVALID);
         }

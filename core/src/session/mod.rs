@@ -341,7 +341,7 @@ impl Session {
         qos: QoS,
         packet_id: u16,
         reason: ReasonCode,
-        properties: Option<Box<Properties>>,
+        properties: Properties,
     ) {
         let kind = match qos {
             QoS::AtMostOnce => return,
@@ -353,14 +353,14 @@ impl Session {
                 PacketType::PubRec
             }
         };
-        let Some(properties) = properties else {
+        if properties.is_empty() {
             self.reply(kind, packet_id, reason);
             return;
-        };
+        }
         let reply = robustmq_protocol::mqtt::PubReply {
             packet_id,
             reason_code: reason,
-            properties: *properties,
+            properties,
         };
         self.send(if kind == PacketType::PubAck {
             Packet::PubAck(reply)

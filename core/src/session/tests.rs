@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use robustmq_protocol::mqtt::{Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
+use robustmq_protocol::mqtt::{Packet, PropertyValues, ProtocolVersion, Publish, QoS, ReasonCode};
 
 use super::*;
 use crate::message::Message;
@@ -18,7 +18,7 @@ fn message(topic: &'static str, payload: &'static [u8], qos: QoS) -> SharedMessa
         qos,
         retain: false,
         expires_at: None,
-        properties: None,
+        properties: Default::default(),
         publisher: ByteString::from_static("pub"),
         origin: None,
     })
@@ -204,7 +204,7 @@ fn inbound_qos2_is_exactly_once_across_reconnects() {
         ..Default::default()
     };
     assert_eq!(s.on_publish(&mut p, now), Ok(InboundPublish::New));
-    s.ack_publish(QoS::ExactlyOnce, 9, ReasonCode::SUCCESS, None);
+    s.ack_publish(QoS::ExactlyOnce, 9, ReasonCode::SUCCESS, Default::default());
     // The client did not see PUBREC and sends again, on a new connection.
     s.detach();
     connect(&mut s, v5(0), now);
@@ -278,28 +278,31 @@ fn inbound_topic_aliases() {
     connect(&mut s, v5(0), now);
     let mut first = Publish {
         topic: ByteString::from_static("long/topic"),
-        properties: Properties {
+        properties: PropertyValues {
             topic_alias: Some(3),
             ..Default::default()
-        },
+        }
+        .into(),
         ..Default::default()
     };
     s.on_publish(&mut first, now).unwrap();
     assert_eq!(first.properties.topic_alias, None, "alias consumed");
     let mut second = Publish {
-        properties: Properties {
+        properties: PropertyValues {
             topic_alias: Some(3),
             ..Default::default()
-        },
+        }
+        .into(),
         ..Default::default()
     };
     s.on_publish(&mut second, now).unwrap();
     assert_eq!(&*second.topic, "long/topic");
     let mut unknown = Publish {
-        properties: Properties {
+        properties: PropertyValues {
             topic_alias: Some(4),
             ..Default::default()
-        },
+        }
+        .into(),
         ..Default::default()
     };
     assert_eq!(
@@ -308,10 +311,11 @@ fn inbound_topic_aliases() {
     );
     let mut too_high = Publish {
         topic: ByteString::from_static("x"),
-        properties: Properties {
+        properties: PropertyValues {
             topic_alias: Some(6),
             ..Default::default()
-        },
+        }
+        .into(),
         ..Default::default()
     };
     assert_eq!(

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use robustmq_protocol::mqtt::{
-    ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode, Subscribe,
-    SubscribeFilter, SubscriptionOptions,
+    ConnAck, Connect, Decoder, Packet, Properties, PropertyValues, ProtocolVersion, QoS,
+    ReasonCode, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,11 +65,12 @@ impl Conn {
             version: opts.version,
             server_receive_max: u16::MAX,
         };
-        let properties = Properties {
+        let properties = PropertyValues {
             session_expiry_interval: opts.session_expiry,
             receive_maximum: Some(u16::MAX),
             ..Default::default()
-        };
+        }
+        .into();
         let connect = Connect {
             protocol: opts.version,
             clean_start: opts.clean,

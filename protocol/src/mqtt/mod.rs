@@ -23,7 +23,7 @@ pub use decode::{parse_fixed_header, Decoder, FixedHeader};
 pub use encode::{encode_reply, EncodeError, PublishRef};
 pub use error::DecodeError;
 pub use packet::*;
-pub use properties::{Properties, PropertyContext, PropertyId, PublishOverrides};
+pub use properties::{Properties, PropertyContext, PropertyId, PropertyValues, PublishOverrides};
 pub use reason::ReasonCode;
 pub use version::{PacketType, ProtocolVersion, QoS};
 
