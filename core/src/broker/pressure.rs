@@ -32,7 +32,7 @@
 //! dropped. Memory stays bounded either way: the holds cap what arrives,
 //! the limits cap what stays.
 
-use crate::hash::HashMap;
+use crate::hash::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -62,7 +62,25 @@ struct Congestion {
     /// Congested for longer than `slow_subscriber_ms`: holds nobody.
     slow: bool,
     /// The publisher connections it holds.
-    waiters: Vec<Origin>,
+    waiters: HashSet<Origin>,
+}
+
+impl Congestion {
+    /// Records the publisher of a message delivered to this subscriber
+    /// (`conn`, on `core`) as one it holds; `None` when it holds it
+    /// already, holds nobody (slow), holds the most it may, or the
+    /// publisher is the subscriber itself (its acks would wait behind its
+    /// own publishes).
+    fn new_waiter(&mut self, origin: Option<Origin>, core: usize, conn: ConnId) -> Option<Origin> {
+        let origin = origin?;
+        if origin.core == core && origin.conn == conn {
+            return None;
+        }
+        if self.slow || self.waiters.len() >= MAX_WAITERS || !self.waiters.insert(origin) {
+            return None;
+        }
+        Some(origin)
+    }
 }
 
 /// This core's part of back-pressure.
@@ -132,6 +150,8 @@ impl CoreBroker {
     /// After a delivery to `client_id`: notes a queue over its threshold,
     /// and holds the message's publisher while the subscriber is congested.
     /// `conn` and `queued` are the subscriber's, as the delivery left them.
+    /// One lookup of the congestion table per delivery while anything is
+    /// congested; none otherwise.
     pub(super) fn after_delivery(
         &mut self,
         client_id: &str,
@@ -146,35 +166,36 @@ impl CoreBroker {
         let Some(conn) = conn else {
             return;
         };
-        if queued >= self.queue_high() {
-            // Rare: the session's own id, to key the entry without a copy.
-            if let Some(id) = self
-                .sessions
-                .get(client_id)
-                .map(|e| e.session.client_id().clone())
-            {
-                self.congestion_entry(&id, now).queue_full = true;
-            }
-        } else if self.pressure.congested.is_empty() {
+        let over = queued >= self.queue_high();
+        if !over && self.pressure.congested.is_empty() {
             // The common case: nothing congested on this core.
             return;
         }
-        let Some(origin) = origin else {
-            return;
+        let core = self.ctx.core;
+        let to_hold = match self.pressure.congested.get_mut(client_id) {
+            Some(c) => {
+                c.queue_full |= over;
+                c.new_waiter(origin, core, conn)
+            }
+            None if !over => return,
+            None => {
+                // Once per congestion: the session's own id keys the entry
+                // without a copy of the string.
+                let Some(id) = self
+                    .sessions
+                    .get(client_id)
+                    .map(|e| e.session.client_id().clone())
+                else {
+                    return;
+                };
+                let c = self.congestion_entry(&id, now);
+                c.queue_full = true;
+                c.new_waiter(origin, core, conn)
+            }
         };
-        // A client publishing to itself is not held by itself: its acks
-        // would wait behind its own publishes.
-        if origin.core == self.ctx.core && origin.conn == conn {
-            return;
+        if let Some(origin) = to_hold {
+            self.hold(origin);
         }
-        let Some(c) = self.pressure.congested.get_mut(client_id) else {
-            return;
-        };
-        if c.slow || c.waiters.len() >= MAX_WAITERS || c.waiters.contains(&origin) {
-            return;
-        }
-        c.waiters.push(origin);
-        self.hold(origin);
     }
 
     /// After acknowledgements from `client_id`: a queue back under its low
@@ -280,7 +301,7 @@ impl CoreBroker {
                     publishers = c.waiters.len(),
                     "slow subscriber: its publishers are released, its messages meet the queue and buffer limits"
                 );
-                released.append(&mut c.waiters);
+                released.extend(c.waiters.drain());
             }
         }
         self.release_all(released);
@@ -330,7 +351,7 @@ impl CoreBroker {
                 buffer_full: false,
                 queue_full: false,
                 slow: false,
-                waiters: Vec::new(),
+                waiters: HashSet::default(),
             })
     }
 
@@ -361,7 +382,7 @@ impl CoreBroker {
         }
     }
 
-    fn release_all(&mut self, waiters: Vec<Origin>) {
+    fn release_all(&mut self, waiters: impl IntoIterator<Item = Origin>) {
         for origin in waiters {
             if origin.core == self.ctx.core {
                 self.release_local(origin.conn);

@@ -51,6 +51,10 @@ impl MeshWindows {
     }
 }
 
+/// The most messages for other cores that wait for the end of a poller
+/// pass: a pass over many busy connections sends in batches of this many.
+const MESH_BATCH: usize = 256;
+
 /// How often timers run: keep-alive, wills, expiry, `$SYS`, shutdown.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -82,6 +86,8 @@ pub(crate) struct Core {
     connecting: RefCell<HashSet<ConnId>>,
     /// Where the next sweep for forgotten connections starts.
     sweep_cursor: Cell<usize>,
+    /// Messages for other cores wait for the end of the poller's pass.
+    mesh_deferred: Cell<bool>,
     /// Per sending core: messages processed here whose mesh window is
     /// kept until this core's holds are applied (see
     /// `CoreBroker::holds_unconfirmed`).
@@ -232,6 +238,34 @@ impl Core {
                 io.set_held(held);
             }
         }
+        if !self.mesh_deferred.get() {
+            self.send_core_messages(&mut broker);
+        }
+    }
+
+    /// While the poller gives the ready connections their turns, messages
+    /// for other cores wait in the broker's outbox and go at the end of
+    /// the pass (or once [`MESH_BATCH`] wait): one channel message and at
+    /// most one wake-up of each other core per pass, rather than per
+    /// connection.
+    pub(crate) fn defer_mesh(&self, defer: bool) {
+        self.mesh_deferred.set(defer);
+        if !defer {
+            self.send_core_messages(&mut self.broker.borrow_mut());
+        }
+    }
+
+    /// Sends the deferred messages for other cores if enough wait.
+    pub(crate) fn mesh_batch_full(&self) -> bool {
+        self.broker.borrow().core_backlog() >= MESH_BATCH
+    }
+
+    /// Sends what the broker has for other cores.
+    pub(crate) fn flush_mesh(&self) {
+        self.send_core_messages(&mut self.broker.borrow_mut());
+    }
+
+    fn send_core_messages(&self, broker: &mut CoreBroker) {
         let msgs = broker.take_core_messages();
         if !msgs.is_empty() {
             let me = broker.core();
@@ -329,6 +363,7 @@ pub(crate) async fn run(
         stopping: Cell::new(false),
         connecting: RefCell::new(HashSet::default()),
         sweep_cursor: Cell::new(0),
+        mesh_deferred: Cell::new(false),
         kept_windows: RefCell::new(vec![0; cores]),
     });
     let _ = ready.send(CoreEvent::Listening(listener_dup));

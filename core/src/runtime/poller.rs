@@ -273,10 +273,14 @@ pub(crate) async fn run(core: Rc<Core>) {
             glommio::timer::sleep(Duration::from_micros(200)).await;
             continue;
         }
+        core.defer_mesh(true);
         for _ in 0..pass {
             // Checked at every turn, not only at the pass's start: one
             // read at most beyond the window, however many sockets are
             // ready.
+            if core.mesh_batch_full() {
+                core.flush_mesh();
+            }
             if core.mesh_backlog_full() {
                 break;
             }
@@ -288,6 +292,7 @@ pub(crate) async fn run(core: Rc<Core>) {
                 connection::turn(&core, &io);
             }
         }
+        core.defer_mesh(false);
         // glommio reads a socket that has data without yielding: busy
         // publishers would never let this core's writers and mesh run.
         futures_lite::future::yield_now().await;
