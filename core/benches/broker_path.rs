@@ -147,12 +147,18 @@ impl Bench {
         let delivered = self.drain();
         if qos != QoS::AtMostOnce {
             assert_eq!(self.subscribers, 1, "acknowledges for one subscriber");
+            // As the runtime hands them over: PUBACKs in a row together,
+            // up to 64 (`on_pubacks`).
+            let mut ids = Vec::with_capacity(64);
             for _ in 0..delivered {
-                let id = self.next_id;
+                ids.push(self.next_id);
                 self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-                self.broker
-                    .on_packet(1, Packet::PubAck(PubReply::new(id)), self.now);
+                if ids.len() == 64 {
+                    self.broker.on_pubacks(1, &ids, self.now);
+                    ids.clear();
+                }
             }
+            self.broker.on_pubacks(1, &ids, self.now);
             self.drain();
         }
         n

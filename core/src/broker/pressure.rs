@@ -200,12 +200,12 @@ impl CoreBroker {
 
     /// After acknowledgements from `client_id`: a queue back under its low
     /// mark releases the publishers.
-    pub(super) fn after_acks(&mut self, client_id: &str) {
+    pub(super) fn after_acks(&mut self, client_id: &str, count: usize) {
         let low = self.queue_low();
         let Some(c) = self.pressure.congested.get_mut(client_id) else {
             return;
         };
-        c.acked += 1;
+        c.acked += count as u64;
         if c.queue_full
             && self
                 .sessions

@@ -68,7 +68,7 @@ impl CoreBroker {
             _ => Err(ReasonCode::PROTOCOL_ERROR),
         };
         if acks {
-            self.after_acks(&client_id);
+            self.after_acks(&client_id, 1);
         }
         match result {
             Ok(()) => self.dirty.insert(conn),
@@ -78,6 +78,29 @@ impl CoreBroker {
                 true
             }
         };
+    }
+
+    /// PUBACKs from a connected client, in the order they came: one
+    /// connection and session lookup for all of them (a subscriber's read
+    /// holds dozens), otherwise as many [`CoreBroker::on_packet`] calls.
+    pub fn on_pubacks(&mut self, conn: ConnId, packet_ids: &[u16], now: Instant) {
+        if packet_ids.is_empty() {
+            return;
+        }
+        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+            return;
+        };
+        let result = self.with_session(&client_id, |s| s.on_pubacks(packet_ids, now));
+        self.after_acks(&client_id, packet_ids.len());
+        match result {
+            Ok(()) => {
+                self.dirty.insert(conn);
+            }
+            Err(reason) => {
+                tracing::debug!(%client_id, %reason, "closing connection");
+                self.on_protocol_error(conn, reason, now);
+            }
+        }
     }
 
     fn with_session(

@@ -17,7 +17,7 @@ use robustmq_protocol::mqtt::{
 use super::conn_io::{ConnIo, ReadState};
 use super::core_loop::Core;
 use super::HandOff;
-use crate::broker::{route_connect, ConnectRoute};
+use crate::broker::{route_connect, ConnId, ConnectRoute, CoreBroker};
 
 /// Bytes asked of the socket per read: the core's shared buffer has room
 /// for at least this much.
@@ -353,20 +353,34 @@ fn decode(core: &Core, io: &ConnIo, read: &mut ReadState) -> Step {
     let id = io.id();
     let step = {
         let mut broker = core.broker.borrow_mut();
+        // PUBACKs in a row go to the broker together (a subscriber's read
+        // holds dozens); any other packet, the end of the buffer or a bad
+        // packet hands over those gathered first, so the order holds.
+        let mut acks = AckBatch::default();
         loop {
             if io.closed() {
                 break Step::End;
             }
             match read.decoder.decode(&mut read.pending) {
+                Ok(Some(Packet::PubAck(r))) => {
+                    if acks.push(r.packet_id) {
+                        acks.hand_over(&mut broker, id, now);
+                    }
+                }
                 Ok(Some(p)) => {
+                    acks.hand_over(&mut broker, id, now);
                     broker.on_packet(id, p, now);
                     // Held: the rest of the buffer waits for the release.
                     if broker.is_held(id) {
                         break Step::Held;
                     }
                 }
-                Ok(None) => break Step::Again,
+                Ok(None) => {
+                    acks.hand_over(&mut broker, id, now);
+                    break Step::Again;
+                }
                 Err(e) => {
+                    acks.hand_over(&mut broker, id, now);
                     tracing::debug!(conn = id, "bad packet: {e}");
                     broker.on_protocol_error(id, e.reason_code(), now);
                     break Step::End;
@@ -376,6 +390,37 @@ fn decode(core: &Core, io: &ConnIo, read: &mut ReadState) -> Step {
     };
     core.flush();
     step
+}
+
+/// PUBACKs decoded in a row, not yet handed to the broker.
+struct AckBatch {
+    ids: [u16; 64],
+    len: usize,
+}
+
+impl Default for AckBatch {
+    fn default() -> Self {
+        AckBatch {
+            ids: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl AckBatch {
+    /// Adds one; `true` when the batch is full.
+    fn push(&mut self, packet_id: u16) -> bool {
+        self.ids[self.len] = packet_id;
+        self.len += 1;
+        self.len == self.ids.len()
+    }
+
+    fn hand_over(&mut self, broker: &mut CoreBroker, conn: ConnId, now: Instant) {
+        if self.len > 0 {
+            broker.on_pubacks(conn, &self.ids[..self.len], now);
+            self.len = 0;
+        }
+    }
 }
 
 /// After a turn: bytes left in the core's buffer (a partial packet, or

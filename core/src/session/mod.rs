@@ -387,15 +387,29 @@ impl Session {
 
     /// An inbound PUBACK. An unknown packet id is a protocol error.
     pub fn on_puback(&mut self, packet_id: u16, now: Instant) -> Result<(), ReasonCode> {
+        self.on_pubacks(&[packet_id], now)
+    }
+
+    /// Inbound PUBACKs, in the order they came, then the window refilled
+    /// once from the queue (the same packets, in the same order, as one
+    /// [`Session::on_puback`] after another). An unknown packet id is a
+    /// protocol error; the acknowledgements before it count.
+    pub fn on_pubacks(&mut self, packet_ids: &[u16], now: Instant) -> Result<(), ReasonCode> {
         self.touch(now);
-        match self.inflight_position(packet_id) {
-            Some(i) if matches!(self.inflight[i].1, Outbound::Qos1Sent(_)) => {
-                self.inflight.remove(i);
-                self.pump(now);
-                Ok(())
+        let mut result = Ok(());
+        for &packet_id in packet_ids {
+            match self.inflight_position(packet_id) {
+                Some(i) if matches!(self.inflight[i].1, Outbound::Qos1Sent(_)) => {
+                    self.inflight.remove(i);
+                }
+                _ => {
+                    result = Err(ReasonCode::PROTOCOL_ERROR);
+                    break;
+                }
             }
-            _ => Err(ReasonCode::PROTOCOL_ERROR),
         }
+        self.pump(now);
+        result
     }
 
     /// An inbound PUBREC: answer PUBREL, or end the exchange on an error.

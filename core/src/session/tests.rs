@@ -458,3 +458,37 @@ fn packet_ids_stay_unique_when_acknowledged_out_of_order_across_wraps() {
         }
     }
 }
+
+#[test]
+fn acknowledgements_together_send_what_one_by_one_would() {
+    let now = Instant::now();
+    let config = SessionConfig {
+        max_inflight: 2,
+        ..Default::default()
+    };
+    let (mut one, mut many) = (session(config.clone()), session(config));
+    for s in [&mut one, &mut many] {
+        connect(s, v5(0), now);
+        for payload in [&b"a"[..], b"b", b"c", b"d", b"e"] {
+            s.deliver(delivery(payload, QoS::AtLeastOnce), now);
+        }
+    }
+    assert_eq!(publishes(&mut one), publishes(&mut many));
+    one.on_puback(1, now).unwrap();
+    one.on_puback(2, now).unwrap();
+    many.on_pubacks(&[1, 2], now).unwrap();
+    let sent = publishes(&mut many);
+    assert_eq!(publishes(&mut one), sent);
+    assert_eq!(sent.iter().map(|p| p.0).collect::<Vec<_>>(), vec![3, 4]);
+    // An unknown id ends the batch with an error; those before it count
+    // and the window is refilled for them.
+    assert_eq!(
+        many.on_pubacks(&[3, 99, 4], now),
+        Err(ReasonCode::PROTOCOL_ERROR)
+    );
+    assert_eq!(
+        publishes(&mut many).iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![5]
+    );
+    assert_eq!(many.inflight_len(), 2, "4 and 5 in flight");
+}
