@@ -42,8 +42,21 @@ impl CoreBroker {
             packet,
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
         );
+        let packet = match packet {
+            Packet::Publish(p) => {
+                match self.on_publish(conn, &client_id, p, now) {
+                    Ok(Some(publish)) => self.route_published(conn, client_id, publish, now),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        tracing::debug!(%client_id, %reason, "closing connection");
+                        self.on_protocol_error(conn, reason, now);
+                    }
+                }
+                return;
+            }
+            other => other,
+        };
         let result = match packet {
-            Packet::Publish(p) => self.on_publish(conn, &client_id, p, now),
             Packet::PubAck(r) => self.with_session(&client_id, |s| s.on_puback(r.packet_id, now)),
             Packet::PubRec(r) => {
                 self.with_session(&client_id, |s| s.on_pubrec(r.packet_id, r.reason_code, now))
@@ -120,7 +133,7 @@ impl CoreBroker {
         client_id: &ByteString,
         mut publish: Publish,
         now: Instant,
-    ) -> Result<(), ReasonCode> {
+    ) -> Result<Option<Publish>, ReasonCode> {
         self.metrics().messages_received.fetch_add(1, Relaxed);
         let entry = self
             .sessions
@@ -163,16 +176,25 @@ impl CoreBroker {
         entry
             .session
             .ack_publish(qos, packet_id, reason, properties);
-        if allowed && inbound == InboundPublish::New {
-            let mut message = Message::from_publish(publish, client_id.clone(), now);
-            message.origin = Some(Origin {
-                core: self.ctx.core,
-                conn,
-            });
-            self.publish_message(Arc::new(message), now);
-        }
         self.dirty.insert(conn);
-        Ok(())
+        Ok((allowed && inbound == InboundPublish::New).then_some(publish))
+    }
+
+    /// Routes what a client published, the client id moving into the
+    /// message (no copy of it per message).
+    fn route_published(
+        &mut self,
+        conn: ConnId,
+        client_id: ByteString,
+        publish: Publish,
+        now: Instant,
+    ) {
+        let mut message = Message::from_publish(publish, client_id, now);
+        message.origin = Some(Origin {
+            core: self.ctx.core,
+            conn,
+        });
+        self.publish_message(Arc::new(message), now);
     }
 
     /// Routes a message: retained store (every core's replica), other
