@@ -531,19 +531,21 @@ impl HoldSetup {
         }
     }
 
-    fn publish(&mut self, (conn, client): (ConnId, String)) {
+    /// The next QoS 1 PUBLISH to `t/x`.
+    fn next_publish(&mut self) -> Packet {
         self.next_id += 1;
-        self.h.send(
-            conn,
-            &client,
-            Packet::Publish(Publish {
-                topic: ByteString::from_static("t/x"),
-                payload: Bytes::from_static(b"m"),
-                qos: QoS::AtLeastOnce,
-                packet_id: self.next_id,
-                ..Default::default()
-            }),
-        );
+        Packet::Publish(Publish {
+            topic: ByteString::from_static("t/x"),
+            payload: Bytes::from_static(b"m"),
+            qos: QoS::AtLeastOnce,
+            packet_id: self.next_id,
+            ..Default::default()
+        })
+    }
+
+    fn publish(&mut self, (conn, client): (ConnId, String)) {
+        let packet = self.next_publish();
+        self.h.send(conn, &client, packet);
     }
 
     fn held(&self, (conn, client): &(ConnId, String)) -> bool {
@@ -636,18 +638,8 @@ impl HoldSetup {
         let sub_core = self.h.owner(&self.sub.1);
         let pub_core = self.h.owner(&self.remote_pub.1);
         for _ in 0..4 {
-            self.next_id += 1;
-            self.h.cores[pub_core].on_packet(
-                self.remote_pub.0,
-                Packet::Publish(Publish {
-                    topic: ByteString::from_static("t/x"),
-                    payload: Bytes::from_static(b"m"),
-                    qos: QoS::AtLeastOnce,
-                    packet_id: self.next_id,
-                    ..Default::default()
-                }),
-                self.h.now,
-            );
+            let packet = self.next_publish();
+            self.h.cores[pub_core].on_packet(self.remote_pub.0, packet, self.h.now);
         }
         (sub_core, pub_core)
     }
