@@ -466,9 +466,14 @@ impl Session {
             self.counters.dropped_offline_qos0 += 1;
             return;
         }
-        if self.link.is_some() && self.queue.is_empty() && self.try_send(&delivery, now) {
-            return;
-        }
+        let delivery = if self.link.is_some() && self.queue.is_empty() {
+            match self.try_send(delivery, now) {
+                Ok(()) => return,
+                Err(delivery) => delivery,
+            }
+        } else {
+            delivery
+        };
         if self.queue.len() >= self.config.max_queued + slack {
             self.counters.dropped_queue_full += 1;
             match self.config.drop_policy {
@@ -487,7 +492,7 @@ impl Session {
             return;
         }
         while let Some(delivery) = self.queue.pop_front() {
-            if !self.try_send(&delivery, now) {
+            if let Err(delivery) = self.try_send(delivery, now) {
                 self.queue.push_front(delivery);
                 return;
             }
@@ -499,31 +504,32 @@ impl Session {
         usize::from(self.config.max_inflight.min(client))
     }
 
-    /// Sends a delivery if possible; `false` when the window is full.
-    /// Expired and oversized messages are dropped (and count as sent).
-    fn try_send(&mut self, delivery: &Delivery, now: Instant) -> bool {
+    /// Sends a delivery if possible, moving it into the window at QoS 1
+    /// and 2; gives it back when the window is full. Expired and oversized
+    /// messages are dropped (and count as sent).
+    fn try_send(&mut self, delivery: Delivery, now: Instant) -> Result<(), Delivery> {
         if delivery.message.is_expired(now) {
             self.counters.dropped_expired += 1;
-            return true;
+            return Ok(());
         }
         if delivery.qos == QoS::AtMostOnce {
-            self.push_publish(delivery, 0, false, now);
-            return true;
+            self.push_publish(&delivery, 0, false, now);
+            return Ok(());
         }
         if self.inflight.len() >= self.window() {
-            return false;
+            return Err(delivery);
         }
         let packet_id = self.allocate_packet_id();
-        if !self.push_publish(delivery, packet_id, false, now) {
-            return true;
+        if !self.push_publish(&delivery, packet_id, false, now) {
+            return Ok(());
         }
         let state = if delivery.qos == QoS::AtLeastOnce {
-            Outbound::Qos1Sent(delivery.clone())
+            Outbound::Qos1Sent(delivery)
         } else {
-            Outbound::Qos2Sent(delivery.clone())
+            Outbound::Qos2Sent(delivery)
         };
         self.inflight.push_back((packet_id, state));
-        true
+        Ok(())
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
