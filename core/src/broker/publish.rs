@@ -18,6 +18,11 @@ use crate::session::{Delivery, InboundPublish};
 impl CoreBroker {
     /// A packet from a connected client.
     pub fn on_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        // One way for a PUBACK, alone or in a batch.
+        if let Packet::PubAck(r) = &packet {
+            self.on_pubacks(conn, &[r.packet_id], now);
+            return;
+        }
         let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
             return;
         };
@@ -27,21 +32,14 @@ impl CoreBroker {
         // themselves: one lookup less for each of those.
         let touched_by_session = matches!(
             packet,
-            Packet::Publish(_)
-                | Packet::PubAck(_)
-                | Packet::PubRec(_)
-                | Packet::PubRel(_)
-                | Packet::PubComp(_)
+            Packet::Publish(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)
         );
         if !touched_by_session {
             if let Some(entry) = self.sessions.get_mut(&client_id) {
                 entry.session.touch(now);
             }
         }
-        let acks = matches!(
-            packet,
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_)
-        );
+        let acks = matches!(packet, Packet::PubRec(_) | Packet::PubComp(_));
         let packet = match packet {
             Packet::Publish(p) => {
                 match self.on_publish(conn, &client_id, p, now) {
@@ -57,7 +55,6 @@ impl CoreBroker {
             other => other,
         };
         let result = match packet {
-            Packet::PubAck(r) => self.with_session(&client_id, |s| s.on_puback(r.packet_id, now)),
             Packet::PubRec(r) => {
                 self.with_session(&client_id, |s| s.on_pubrec(r.packet_id, r.reason_code, now))
             }

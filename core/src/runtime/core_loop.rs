@@ -251,7 +251,7 @@ impl Core {
     pub(crate) fn defer_mesh(&self, defer: bool) {
         self.mesh_deferred.set(defer);
         if !defer {
-            self.send_core_messages(&mut self.broker.borrow_mut());
+            self.flush_mesh();
         }
     }
 
