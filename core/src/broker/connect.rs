@@ -121,7 +121,8 @@ impl CoreBroker {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
-        let entry = self.sessions.get_mut(&client_id).expect("opened above");
+        let session_key = self.sessions.key(&client_id).expect("opened above");
+        let entry = self.sessions.by_key_mut(session_key).expect("opened above");
         entry.session.expiry_interval = expiry;
         entry.conn = Some(conn);
         entry.expires_at = None;
@@ -138,7 +139,14 @@ impl CoreBroker {
         }));
         entry.session.resume(now);
         let keep_alive = entry.session.keep_alive_deadline();
-        self.conns.insert(conn, ConnEntry { client_id, version });
+        self.conns.insert(
+            conn,
+            ConnEntry {
+                client_id,
+                session: session_key,
+                version,
+            },
+        );
         if let Some(at) = keep_alive {
             self.keep_alive_due.push(at, conn);
             let conns = &self.conns;
@@ -215,19 +223,8 @@ impl CoreBroker {
             return true;
         }
         let session = Session::new(client_id.clone(), self.ctx.config.session_config());
-        self.sessions.insert(
-            client_id.clone(),
-            Box::new(SessionEntry {
-                session,
-                conn: None,
-                expires_at: None,
-                will: None,
-                will_delay: 0,
-                problem_information: true,
-                username: None,
-                ip: None,
-            }),
-        );
+        self.sessions
+            .insert(client_id.clone(), Box::new(SessionEntry::new(session)));
         false
     }
 
@@ -248,8 +245,8 @@ impl CoreBroker {
         let mut packets = Vec::new();
         let client_id = entry.client_id;
         self.forget_publisher(conn);
-        self.forget_subscriber(&client_id);
-        if let Some(s) = self.sessions.get_mut(&client_id) {
+        self.forget_subscriber(entry.session);
+        if let Some(s) = self.sessions.by_key_mut(entry.session) {
             packets = s.session.take_packets();
             s.session.detach();
             s.conn = None;
@@ -341,16 +338,16 @@ impl CoreBroker {
     /// Ends a session: its subscriptions leave the router, a will still
     /// waiting is published.
     pub(super) fn end_session(&mut self, client_id: &ByteString, now: Instant) {
-        let Some(mut entry) = self.sessions.remove(client_id) else {
+        let Some((key, mut entry)) = self.sessions.remove(client_id) else {
             return;
         };
         if let Some(conn) = entry.conn {
             self.conns.remove(&conn);
             self.forget_publisher(conn);
         }
-        self.forget_subscriber(client_id);
+        self.forget_subscriber(key);
         for (filter, _) in entry.session.drain_subscriptions() {
-            self.remove_subscription(client_id, &filter);
+            self.remove_subscription(key, client_id, &filter);
         }
         if let Some(will) = self.wills.remove(client_id) {
             self.publish_message(will.message, now);
@@ -368,7 +365,7 @@ impl CoreBroker {
             };
             let deadline = self
                 .sessions
-                .get(&c.client_id)
+                .by_key(c.session)
                 .and_then(|s| s.session.keep_alive_deadline());
             match deadline {
                 // Silent for more than 1.5 times the keep-alive.

@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod metrics;
 mod pressure;
 mod publish;
+mod sessions;
 pub mod shared;
 mod subscribe;
 mod sys;
@@ -35,6 +36,8 @@ use robustmq_protocol::mqtt::{Packet, ProtocolVersion, SubscriptionOptions};
 pub use connect::{owner_core, route_connect, ConnectRoute};
 use mesh::{CoreMsg, Outbox};
 use metrics::Metrics;
+pub use sessions::SessionKey;
+use sessions::SessionTable;
 use shared::SharedGroups;
 
 use crate::acl::Acl;
@@ -69,8 +72,9 @@ pub struct BrokerContext {
 /// group this core owns.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SubKey {
-    /// A client's own subscription.
-    Client(ByteString),
+    /// A client's own subscription, by its session's key (the session
+    /// removes its subscriptions when it ends).
+    Client(SessionKey),
     /// A shared subscription group, by `group/filter`.
     Group(ByteString),
 }
@@ -109,10 +113,28 @@ struct SessionEntry {
     ip: Option<IpAddr>,
 }
 
+impl SessionEntry {
+    /// A session not attached to any connection.
+    fn new(session: Session) -> Self {
+        SessionEntry {
+            session,
+            conn: None,
+            expires_at: None,
+            will: None,
+            will_delay: 0,
+            problem_information: true,
+            username: None,
+            ip: None,
+        }
+    }
+}
+
 /// A connection on this core.
 #[derive(Debug)]
 struct ConnEntry {
     client_id: ByteString,
+    /// The session attached, which outlives or ends with the connection.
+    session: SessionKey,
     version: ProtocolVersion,
 }
 
@@ -148,9 +170,7 @@ struct PendingSubAck {
 #[derive(Debug)]
 pub struct CoreBroker {
     ctx: BrokerContext,
-    /// Boxed: the table stays small (its load factor applies to 32-byte
-    /// slots, not to whole sessions) and grows by moving pointers.
-    sessions: HashMap<ByteString, Box<SessionEntry>>,
+    sessions: SessionTable,
     conns: HashMap<ConnId, ConnEntry>,
     /// Packets for connections being closed, written before the close.
     closing: HashMap<ConnId, Vec<Outgoing>>,
@@ -174,7 +194,7 @@ pub struct CoreBroker {
     sys_next: Instant,
     pressure: pressure::Pressure,
     /// The clients a message matched, reused from message to message.
-    match_scratch: Vec<(ByteString, SubscriptionOptions, Vec<u32>)>,
+    match_scratch: Vec<(SessionKey, SubscriptionOptions, Vec<u32>)>,
     /// Connections with a keep-alive, by when to look at them next.
     keep_alive_due: deadlines::Deadlines<ConnId>,
     /// Offline sessions with an expiry, by when it comes.
@@ -192,7 +212,7 @@ impl CoreBroker {
         CoreBroker {
             sys_next: now,
             ctx,
-            sessions: HashMap::default(),
+            sessions: SessionTable::default(),
             conns: HashMap::default(),
             closing: HashMap::default(),
             trie: TopicTrie::new(),
@@ -266,7 +286,7 @@ impl CoreBroker {
         };
         let packets = self
             .sessions
-            .get_mut(&entry.client_id)
+            .by_key_mut(entry.session)
             .map(|s| s.session.take_packets())
             .unwrap_or_default();
         ConnOutput {

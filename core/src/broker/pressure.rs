@@ -35,10 +35,8 @@
 use crate::hash::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use bytestring::ByteString;
-
 use super::mesh::{CoreMsg, MESH_WINDOW};
-use super::{ConnId, CoreBroker};
+use super::{ConnId, CoreBroker, SessionKey};
 use crate::message::Origin;
 
 /// The most publishers one congested subscriber records; beyond it, more
@@ -86,8 +84,8 @@ impl Congestion {
 /// This core's part of back-pressure.
 #[derive(Debug)]
 pub(super) struct Pressure {
-    /// Congested subscriber sessions of this core, by client id.
-    congested: HashMap<ByteString, Congestion>,
+    /// Congested subscriber sessions of this core.
+    congested: HashMap<SessionKey, Congestion>,
     /// Publisher connections of this core that are held, with the number
     /// of subscribers (on any core) holding each.
     held: HashMap<ConnId, u32>,
@@ -125,14 +123,14 @@ impl CoreBroker {
     /// The runtime's report on a connection's unwritten bytes: over
     /// `backpressure_bytes` (`full`), or back under a quarter of it.
     pub fn on_write_buffer(&mut self, conn: ConnId, full: bool, now: Instant) {
-        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+        let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
             return;
         };
         if full {
-            self.congestion_entry(&client_id, now).buffer_full = true;
-        } else if let Some(c) = self.pressure.congested.get_mut(&client_id) {
+            self.congestion_entry(session, now).buffer_full = true;
+        } else if let Some(c) = self.pressure.congested.get_mut(&session) {
             c.buffer_full = false;
-            self.release_if_drained(&client_id);
+            self.release_if_drained(session);
         }
     }
 
@@ -142,19 +140,19 @@ impl CoreBroker {
         let Some(entry) = self.conns.get(&conn) else {
             return;
         };
-        if let Some(c) = self.pressure.congested.get_mut(&entry.client_id) {
+        if let Some(c) = self.pressure.congested.get_mut(&entry.session) {
             c.written += bytes as u64;
         }
     }
 
-    /// After a delivery to `client_id`: notes a queue over its threshold,
+    /// After a delivery to `session`: notes a queue over its threshold,
     /// and holds the message's publisher while the subscriber is congested.
     /// `conn` and `queued` are the subscriber's, as the delivery left them.
     /// One lookup of the congestion table per delivery while anything is
     /// congested; none otherwise.
     pub(super) fn after_delivery(
         &mut self,
-        client_id: &str,
+        session: SessionKey,
         conn: Option<ConnId>,
         queued: usize,
         origin: Option<Origin>,
@@ -172,23 +170,14 @@ impl CoreBroker {
             return;
         }
         let core = self.ctx.core;
-        let to_hold = match self.pressure.congested.get_mut(client_id) {
+        let to_hold = match self.pressure.congested.get_mut(&session) {
             Some(c) => {
                 c.queue_full |= over;
                 c.new_waiter(origin, core, conn)
             }
             None if !over => return,
             None => {
-                // Once per congestion: the session's own id keys the entry
-                // without a copy of the string.
-                let Some(id) = self
-                    .sessions
-                    .get(client_id)
-                    .map(|e| e.session.client_id().clone())
-                else {
-                    return;
-                };
-                let c = self.congestion_entry(&id, now);
+                let c = self.congestion_entry(session, now);
                 c.queue_full = true;
                 c.new_waiter(origin, core, conn)
             }
@@ -198,28 +187,31 @@ impl CoreBroker {
         }
     }
 
-    /// After acknowledgements from `client_id`: a queue back under its low
+    /// After acknowledgements from `session`: a queue back under its low
     /// mark releases the publishers.
-    pub(super) fn after_acks(&mut self, client_id: &str, count: usize) {
+    pub(super) fn after_acks(&mut self, session: SessionKey, count: usize) {
+        if self.pressure.congested.is_empty() {
+            return;
+        }
         let low = self.queue_low();
-        let Some(c) = self.pressure.congested.get_mut(client_id) else {
+        let Some(c) = self.pressure.congested.get_mut(&session) else {
             return;
         };
         c.acked += count as u64;
         if c.queue_full
             && self
                 .sessions
-                .get(client_id)
+                .by_key(session)
                 .is_none_or(|e| e.session.queued_len() <= low)
         {
             c.queue_full = false;
-            self.release_if_drained(client_id);
+            self.release_if_drained(session);
         }
     }
 
     /// A subscriber went offline or away: it holds nobody any more.
-    pub(super) fn forget_subscriber(&mut self, client_id: &str) {
-        if let Some(c) = self.pressure.congested.remove(client_id) {
+    pub(super) fn forget_subscriber(&mut self, session: SessionKey) {
+        if let Some(c) = self.pressure.congested.remove(&session) {
             self.release_all(c.waiters);
         }
     }
@@ -280,7 +272,7 @@ impl CoreBroker {
         let min_written = (self.ctx.config.backpressure_bytes / 4) as u64;
         let min_acked = self.queue_low().max(1) as u64;
         let mut released = Vec::new();
-        for (client_id, c) in &mut self.pressure.congested {
+        for (session, c) in &mut self.pressure.congested {
             if c.slow || now.duration_since(c.since) < limit {
                 continue;
             }
@@ -296,8 +288,12 @@ impl CoreBroker {
                     .core(self.ctx.core)
                     .slow_subscribers
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let client_id = self
+                    .sessions
+                    .by_key(*session)
+                    .map(|e| e.session.client_id());
                 tracing::warn!(
-                    %client_id,
+                    client_id = client_id.map(|id| &**id),
                     publishers = c.waiters.len(),
                     "slow subscriber: its publishers are released, its messages meet the queue and buffer limits"
                 );
@@ -307,10 +303,10 @@ impl CoreBroker {
         self.release_all(released);
         let held: Vec<ConnId> = self.pressure.held.keys().copied().collect();
         for conn in held {
-            let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+            let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
                 continue;
             };
-            if let Some(e) = self.sessions.get_mut(&client_id) {
+            if let Some(e) = self.sessions.by_key_mut(session) {
                 e.session.touch(now);
             }
         }
@@ -322,11 +318,11 @@ impl CoreBroker {
     /// window and one read each, the mesh windows being kept meanwhile),
     /// over two hops (a shared group's owner forwards). 0 when the
     /// subscriber is not congested or is slow.
-    pub(super) fn queue_slack(&self, client_id: &str) -> usize {
+    pub(super) fn queue_slack(&self, session: SessionKey) -> usize {
         if self.pressure.congested.is_empty() {
             return 0;
         }
-        match self.pressure.congested.get(client_id) {
+        match self.pressure.congested.get(&session) {
             Some(c) if !c.slow => 2 * self.ctx.cores * MESH_WINDOW,
             _ => 0,
         }
@@ -340,10 +336,10 @@ impl CoreBroker {
         self.ctx.config.max_queued_messages / 16
     }
 
-    fn congestion_entry(&mut self, client_id: &ByteString, now: Instant) -> &mut Congestion {
+    fn congestion_entry(&mut self, session: SessionKey, now: Instant) -> &mut Congestion {
         self.pressure
             .congested
-            .entry(client_id.clone())
+            .entry(session)
             .or_insert_with(|| Congestion {
                 since: now,
                 written: 0,
@@ -355,14 +351,14 @@ impl CoreBroker {
             })
     }
 
-    fn release_if_drained(&mut self, client_id: &str) {
+    fn release_if_drained(&mut self, session: SessionKey) {
         let drained = self
             .pressure
             .congested
-            .get(client_id)
+            .get(&session)
             .is_some_and(|c| !c.buffer_full && !c.queue_full);
         if drained {
-            self.forget_subscriber(client_id);
+            self.forget_subscriber(session);
         }
     }
 

@@ -10,7 +10,7 @@ use robustmq_protocol::mqtt::{Packet, Publish, QoS, ReasonCode, SubscriptionOpti
 use robustmq_protocol::topic;
 
 use super::mesh::CoreMsg;
-use super::{ConnId, CoreBroker, SubKey};
+use super::{ConnId, CoreBroker, SessionKey, SubKey};
 use crate::acl::{Access, ClientInfo};
 use crate::message::{Message, Origin, SharedMessage};
 use crate::session::{Delivery, InboundPublish};
@@ -23,7 +23,11 @@ impl CoreBroker {
             self.on_pubacks(conn, &[r.packet_id], now);
             return;
         }
-        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+        let Some((client_id, session)) = self
+            .conns
+            .get(&conn)
+            .map(|c| (c.client_id.clone(), c.session))
+        else {
             return;
         };
         // Keep-alive counts every control packet from the client (MQTT
@@ -35,14 +39,14 @@ impl CoreBroker {
             Packet::Publish(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_)
         );
         if !touched_by_session {
-            if let Some(entry) = self.sessions.get_mut(&client_id) {
+            if let Some(entry) = self.sessions.by_key_mut(session) {
                 entry.session.touch(now);
             }
         }
         let acks = matches!(packet, Packet::PubRec(_) | Packet::PubComp(_));
         let packet = match packet {
             Packet::Publish(p) => {
-                match self.on_publish(conn, &client_id, p, now) {
+                match self.on_publish(conn, session, &client_id, p, now) {
                     Ok(Some(publish)) => self.route_published(conn, client_id, publish, now),
                     Ok(None) => {}
                     Err(reason) => {
@@ -56,16 +60,16 @@ impl CoreBroker {
         };
         let result = match packet {
             Packet::PubRec(r) => {
-                self.with_session(&client_id, |s| s.on_pubrec(r.packet_id, r.reason_code, now))
+                self.with_session(session, |s| s.on_pubrec(r.packet_id, r.reason_code, now))
             }
-            Packet::PubRel(r) => self.with_session(&client_id, |s| {
+            Packet::PubRel(r) => self.with_session(session, |s| {
                 s.on_pubrel(r.packet_id, now);
                 Ok(())
             }),
-            Packet::PubComp(r) => self.with_session(&client_id, |s| s.on_pubcomp(r.packet_id, now)),
+            Packet::PubComp(r) => self.with_session(session, |s| s.on_pubcomp(r.packet_id, now)),
             Packet::Subscribe(s) => self.on_subscribe(conn, &client_id, s, now),
             Packet::Unsubscribe(u) => self.on_unsubscribe(&client_id, u, now),
-            Packet::PingReq => self.with_session(&client_id, |s| {
+            Packet::PingReq => self.with_session(session, |s| {
                 s.send(Packet::PingResp);
                 Ok(())
             }),
@@ -78,7 +82,7 @@ impl CoreBroker {
             _ => Err(ReasonCode::PROTOCOL_ERROR),
         };
         if acks {
-            self.after_acks(&client_id, 1);
+            self.after_acks(session, 1);
         }
         match result {
             Ok(()) => self.dirty.insert(conn),
@@ -97,17 +101,17 @@ impl CoreBroker {
         if packet_ids.is_empty() {
             return;
         }
-        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+        let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
             return;
         };
-        let result = self.with_session(&client_id, |s| s.on_pubacks(packet_ids, now));
-        self.after_acks(&client_id, packet_ids.len());
+        let result = self.with_session(session, |s| s.on_pubacks(packet_ids, now));
+        self.after_acks(session, packet_ids.len());
         match result {
             Ok(()) => {
                 self.dirty.insert(conn);
             }
             Err(reason) => {
-                tracing::debug!(%client_id, %reason, "closing connection");
+                tracing::debug!(conn, %reason, "closing connection");
                 self.on_protocol_error(conn, reason, now);
             }
         }
@@ -115,10 +119,10 @@ impl CoreBroker {
 
     fn with_session(
         &mut self,
-        client_id: &str,
+        session: SessionKey,
         f: impl FnOnce(&mut crate::session::Session) -> Result<(), ReasonCode>,
     ) -> Result<(), ReasonCode> {
-        match self.sessions.get_mut(client_id) {
+        match self.sessions.by_key_mut(session) {
             Some(entry) => f(&mut entry.session),
             None => Err(ReasonCode::UNSPECIFIED_ERROR),
         }
@@ -127,6 +131,7 @@ impl CoreBroker {
     fn on_publish(
         &mut self,
         conn: ConnId,
+        session: SessionKey,
         client_id: &ByteString,
         mut publish: Publish,
         now: Instant,
@@ -134,7 +139,7 @@ impl CoreBroker {
         self.metrics().messages_received.fetch_add(1, Relaxed);
         let entry = self
             .sessions
-            .get_mut(client_id)
+            .by_key_mut(session)
             .ok_or(ReasonCode::UNSPECIFIED_ERROR)?;
         let v5 = entry.session.version().is_some_and(|v| v.is_v5());
         if v5 && !publish.properties.subscription_identifiers.is_empty() {
@@ -222,10 +227,15 @@ impl CoreBroker {
         // Kept between messages: no allocation per message.
         let mut clients = std::mem::take(&mut self.match_scratch);
         let mut groups: Vec<ByteString> = Vec::new();
+        let sessions = &self.sessions;
         self.trie
             .for_each_match(&message.topic, |key, sub| match key {
                 SubKey::Client(id) => {
-                    if sub.options.no_local && *id == message.publisher {
+                    if sub.options.no_local
+                        && sessions
+                            .by_key(*id)
+                            .is_some_and(|e| *e.session.client_id() == message.publisher)
+                    {
                         return;
                     }
                     match clients.iter_mut().find(|(c, _, _)| c == id) {
@@ -234,15 +244,13 @@ impl CoreBroker {
                             options.retain_as_published |= sub.options.retain_as_published;
                             ids.extend(sub.id);
                         }
-                        None => {
-                            clients.push((id.clone(), sub.options, sub.id.into_iter().collect()))
-                        }
+                        None => clients.push((*id, sub.options, sub.id.into_iter().collect())),
                     }
                 }
                 SubKey::Group(key) => groups.push(key.clone()),
             });
-        for (client_id, options, ids) in clients.drain(..) {
-            self.deliver_with_ids(&client_id, message, options, ids, now);
+        for (session, options, ids) in clients.drain(..) {
+            self.deliver_with_ids(session, message, options, ids, now);
         }
         self.match_scratch = clients;
         for key in groups {
@@ -289,19 +297,22 @@ impl CoreBroker {
         id: Option<u32>,
         now: Instant,
     ) {
-        self.deliver_with_ids(client_id, message, options, id.into_iter().collect(), now);
+        let Some(session) = self.sessions.key(client_id) else {
+            return;
+        };
+        self.deliver_with_ids(session, message, options, id.into_iter().collect(), now);
     }
 
     fn deliver_with_ids(
         &mut self,
-        client_id: &str,
+        session: SessionKey,
         message: &SharedMessage,
         options: SubscriptionOptions,
         subscription_ids: Vec<u32>,
         now: Instant,
     ) {
-        let slack = self.queue_slack(client_id);
-        let Some(entry) = self.sessions.get_mut(client_id) else {
+        let slack = self.queue_slack(session);
+        let Some(entry) = self.sessions.by_key_mut(session) else {
             return;
         };
         let delivery = Delivery {
@@ -319,9 +330,12 @@ impl CoreBroker {
             + (after.dropped_too_large - before.dropped_too_large);
         let conn = entry.conn;
         let queued = entry.session.queued_len();
-        self.after_delivery(client_id, conn, queued, message.origin, now);
         if dropped > 0 {
-            self.metrics().messages_dropped.fetch_add(dropped, Relaxed);
+            self.ctx
+                .metrics
+                .core(self.ctx.core)
+                .messages_dropped
+                .fetch_add(dropped, Relaxed);
             // A log line per drop would flood: log the 1st, 2nd, 4th, 8th...
             let total = after.dropped_queue_full
                 + after.dropped_offline_qos0
@@ -329,7 +343,7 @@ impl CoreBroker {
                 + after.dropped_too_large;
             if total.is_power_of_two() {
                 tracing::warn!(
-                    client_id,
+                    client_id = &**entry.session.client_id(),
                     queue_full = after.dropped_queue_full,
                     offline_qos0 = after.dropped_offline_qos0,
                     expired = after.dropped_expired,
@@ -338,6 +352,7 @@ impl CoreBroker {
                 );
             }
         }
+        self.after_delivery(session, conn, queued, message.origin, now);
         self.mark_dirty(conn);
     }
 

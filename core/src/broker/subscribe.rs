@@ -17,7 +17,7 @@ use robustmq_protocol::topic;
 
 use super::mesh::{CoreMsg, ShareMember};
 use super::shared::fnv1a;
-use super::{ConnId, CoreBroker, PendingSubAck, SubKey, SubValue};
+use super::{ConnId, CoreBroker, PendingSubAck, SessionKey, SubKey, SubValue};
 use crate::acl::{Access, ClientInfo};
 use crate::session::{Delivery, Subscription};
 
@@ -84,9 +84,13 @@ impl CoreBroker {
         retained: &mut Vec<Delivery>,
     ) -> (ReasonCode, Option<u64>) {
         let config = self.ctx.config.clone();
-        let Some(entry) = self.sessions.get_mut(client_id) else {
+        let Some(session_key) = self.sessions.key(client_id) else {
             return (ReasonCode::UNSPECIFIED_ERROR, None);
         };
+        let entry = self
+            .sessions
+            .by_key_mut(session_key)
+            .expect("the key was just looked up");
         let info = ClientInfo {
             client_id,
             username: entry.username.as_deref(),
@@ -130,7 +134,7 @@ impl CoreBroker {
             // Retained messages are not sent for shared subscriptions.
             return (granted, Some(token));
         }
-        self.add_client_subscription(client_id, &filter, SubValue { options, id });
+        self.add_client_subscription(session_key, &filter, SubValue { options, id });
         let send_retained = match options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
             RetainHandling::SendAtSubscribeIfNew => !existed,
@@ -155,20 +159,23 @@ impl CoreBroker {
         unsub: Unsubscribe,
         _now: Instant,
     ) -> Result<(), ReasonCode> {
+        let Some(session_key) = self.sessions.key(client_id) else {
+            return Err(ReasonCode::UNSPECIFIED_ERROR);
+        };
         let mut reason_codes = Vec::with_capacity(unsub.filters.len());
         for filter in unsub.filters {
             let existed = self
                 .sessions
-                .get_mut(client_id)
+                .by_key_mut(session_key)
                 .is_some_and(|e| e.session.unsubscribe(&filter));
             if existed {
-                self.remove_subscription(client_id, &filter);
+                self.remove_subscription(session_key, client_id, &filter);
                 reason_codes.push(ReasonCode::SUCCESS);
             } else {
                 reason_codes.push(ReasonCode::NO_SUBSCRIPTION_EXISTED);
             }
         }
-        if let Some(entry) = self.sessions.get_mut(client_id) {
+        if let Some(entry) = self.sessions.by_key_mut(session_key) {
             entry.session.send(Packet::UnsubAck(UnsubAck {
                 packet_id: unsub.packet_id,
                 properties: Properties::default(),
@@ -182,18 +189,20 @@ impl CoreBroker {
         (fnv1a(key.as_bytes()) % self.ctx.cores as u64) as usize
     }
 
-    fn add_client_subscription(&mut self, client_id: &ByteString, filter: &str, value: SubValue) {
-        if self
-            .trie
-            .insert(filter, SubKey::Client(client_id.clone()), value)
-        {
+    fn add_client_subscription(&mut self, session: SessionKey, filter: &str, value: SubValue) {
+        if self.trie.insert(filter, SubKey::Client(session), value) {
             self.route_add(filter);
         }
     }
 
     /// Removes one of a session's subscriptions from the router (the session
     /// itself has already dropped it).
-    pub(super) fn remove_subscription(&mut self, client_id: &ByteString, filter: &str) {
+    pub(super) fn remove_subscription(
+        &mut self,
+        session: SessionKey,
+        client_id: &ByteString,
+        filter: &str,
+    ) {
         self.metrics().subscriptions.fetch_sub(1, Relaxed);
         if let Ok(Some(share)) = topic::parse_shared(filter) {
             let key = ByteString::from(format!("{}/{}", share.group, share.filter));
@@ -211,7 +220,7 @@ impl CoreBroker {
             }
             return;
         }
-        if let Some((_, true)) = self.trie.remove(filter, &SubKey::Client(client_id.clone())) {
+        if let Some((_, true)) = self.trie.remove(filter, &SubKey::Client(session)) {
             self.route_remove(filter);
         }
     }
