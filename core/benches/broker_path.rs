@@ -3,9 +3,12 @@
 //! machine where end-to-end rates swing by half.
 //!
 //! - `fanin_qos1`: 8 publishers send QoS 1 PUBLISHes (64 B payload, 3.1.1)
-//!   to one subscriber on `t/#`; per message: decode, route, deliver,
-//!   PUBACK to the publisher, encode the delivery, then the subscriber's
-//!   PUBACK decoded and handled.
+//!   on `t/<publisher>` to one subscriber on `t/#`; per message: decode,
+//!   route, deliver, PUBACK to the publisher, encode the delivery, then
+//!   the subscriber's PUBACK decoded and handled. Each publisher's
+//!   messages come in a run, as the runtime decodes one socket's read
+//!   after another (until 2026-11-27 they alternated message by message,
+//!   which no read order produces).
 //! - `fanin_qos0`: the same at QoS 0 (no acknowledgements).
 //! - `fanout_qos0`: one QoS 0 PUBLISH to 50 subscribers (per delivery).
 //!
@@ -21,7 +24,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use criterion::measurement::{Measurement, ValueFormatter};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use robustmq_core::acl::{Acl, Permission};
 use robustmq_core::broker::metrics::Metrics;
 use robustmq_core::broker::{BrokerContext, CoreBroker};
@@ -39,7 +42,6 @@ const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 struct Bench {
     broker: CoreBroker,
     subscribers: u64,
-    publishers: u64,
     now: Instant,
     out: BytesMut,
     /// The packet id the broker gives the subscriber's next delivery.
@@ -66,7 +68,6 @@ impl Bench {
         let mut b = Bench {
             broker: CoreBroker::new(ctx, now),
             subscribers,
-            publishers,
             now,
             out: BytesMut::with_capacity(1 << 20),
             next_id: 1,
@@ -130,17 +131,18 @@ impl Bench {
         delivered
     }
 
-    /// One batch: PUBLISHes decoded from `wire` (each publisher in turn),
+    /// One batch: PUBLISHes decoded from `wire` (each publisher's in a
+    /// run, as the runtime decodes one read of a socket after another),
     /// handled and flushed, then the subscribers' PUBACKs. The broker
     /// gives packet ids in sequence (1.., wrapping past 0), all acknowledged
     /// here before the next batch; a wrong guess closes the subscriber
     /// and fails the assertion in `drain`.
-    fn run(&mut self, wire: &Bytes, qos: QoS) -> usize {
+    fn run(&mut self, wire: &Bytes, qos: QoS, per_publisher: u64) -> usize {
         let mut decoder = Decoder::with_version(VERSION, usize::MAX);
         let mut buf = BytesMut::from(&wire[..]);
         let mut n = 0;
         while let Some(packet) = decoder.decode(&mut buf).unwrap() {
-            let conn = self.subscribers + 1 + (n as u64 % self.publishers);
+            let conn = self.subscribers + 1 + (n as u64 / per_publisher);
             self.broker.on_packet(conn, packet, self.now);
             n += 1;
         }
@@ -165,16 +167,19 @@ impl Bench {
     }
 }
 
-/// `count` PUBLISHes with a 64-byte payload, packet ids 1.. per publisher.
+/// `count` PUBLISHes with a 64-byte payload: publisher 0's, then 1's...
+/// (a run each, on topic `t/<publisher>`), packet ids 1.. per publisher.
 fn publishes(count: usize, publishers: u64, qos: QoS) -> Bytes {
+    assert_eq!(count as u64 % publishers, 0, "whole runs");
+    let run = count as u64 / publishers;
     let mut wire = BytesMut::new();
-    for i in 0..count {
-        let id = (i as u64 / publishers) as u16 + 1;
+    for i in 0..count as u64 {
+        let id = (i % run) as u16 + 1;
         Packet::Publish(Publish {
             dup: false,
             qos,
             retain: false,
-            topic: ByteString::from(format!("t/{}", i as u64 % publishers)),
+            topic: ByteString::from(format!("t/{}", i / run)),
             packet_id: if qos == QoS::AtMostOnce { 0 } else { id },
             properties: Properties::default(),
             payload: Bytes::from(vec![7u8; 64]),
@@ -266,7 +271,10 @@ fn fanin(c: &mut Cpu, name: &str, qos: QoS) {
     let wire = publishes(count, 8, qos);
     let mut group = c.benchmark_group("broker_path");
     group.throughput(Throughput::Elements(count as u64));
-    group.bench_function(name, |b| b.iter(|| black_box(bench.run(&wire, qos))));
+    let per_publisher = count as u64 / 8;
+    group.bench_function(name, |b| {
+        b.iter(|| black_box(bench.run(&wire, qos, per_publisher)))
+    });
     group.finish();
 }
 
@@ -276,7 +284,7 @@ fn fanout(c: &mut Cpu) {
     let mut group = c.benchmark_group("broker_path");
     group.throughput(Throughput::Elements(16 * 50));
     group.bench_function("fanout_qos0_per_delivery", |b| {
-        b.iter(|| black_box(bench.run(&wire, QoS::AtMostOnce)))
+        b.iter(|| black_box(bench.run(&wire, QoS::AtMostOnce, 16)))
     });
     group.finish();
 }
@@ -292,4 +300,36 @@ criterion_group! {
     config = Criterion::default().with_measurement(ThreadCpu);
     targets = benches
 }
-criterion_main!(broker_path);
+
+/// `BROKER_PATH_ITERS=N broker_path <scenario>` runs a scenario N times
+/// outside criterion, for an instruction count that does not drift with
+/// the machine: `valgrind --tool=callgrind` at two N, the difference
+/// divided by the messages in between.
+fn fixed_iterations(iterations: u64, scenario: &str) {
+    let (qos, subscribers, publishers, count) = match scenario {
+        "fanin_qos1" => (QoS::AtLeastOnce, 1, 8, 32),
+        "fanin_qos0" => (QoS::AtMostOnce, 1, 8, BATCH),
+        "fanout_qos0" => (QoS::AtMostOnce, 50, 1, 16),
+        other => panic!("unknown scenario {other}"),
+    };
+    let mut bench = Bench::new(subscribers, publishers, qos);
+    let wire = publishes(count, publishers, qos);
+    let per_publisher = count as u64 / publishers;
+    for _ in 0..iterations {
+        black_box(bench.run(&wire, qos, per_publisher));
+    }
+}
+
+fn main() {
+    if let Ok(iterations) = std::env::var("BROKER_PATH_ITERS") {
+        let iterations = iterations.parse().expect("BROKER_PATH_ITERS is a count");
+        let scenario = std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .unwrap_or_else(|| "fanin_qos1".into());
+        fixed_iterations(iterations, &scenario);
+        return;
+    }
+    broker_path();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -12,6 +12,7 @@
 
 mod connect;
 mod deadlines;
+mod last_match;
 pub mod mesh;
 pub mod metrics;
 mod pressure;
@@ -193,8 +194,9 @@ pub struct CoreBroker {
     random: u64,
     sys_next: Instant,
     pressure: pressure::Pressure,
-    /// The clients a message matched, reused from message to message.
-    match_scratch: Vec<(SessionKey, SubscriptionOptions, Vec<u32>)>,
+    /// What the last message's topic matched here, and where it is routed.
+    last_match: last_match::LastMatch,
+    last_route: last_match::LastRoute,
     /// Connections with a keep-alive, by when to look at them next.
     keep_alive_due: deadlines::Deadlines<ConnId>,
     /// Offline sessions with an expiry, by when it comes.
@@ -230,7 +232,8 @@ impl CoreBroker {
             next_token: 1,
             random: seed,
             pressure: pressure::Pressure::new(cores),
-            match_scratch: Vec::new(),
+            last_match: Default::default(),
+            last_route: Default::default(),
             keep_alive_due: deadlines::Deadlines::new(now),
             expiry_due: deadlines::Deadlines::new(now),
         }

@@ -10,7 +10,7 @@ use robustmq_protocol::mqtt::{Packet, Publish, QoS, ReasonCode, SubscriptionOpti
 use robustmq_protocol::topic;
 
 use super::mesh::CoreMsg;
-use super::{ConnId, CoreBroker, SessionKey, SubKey};
+use super::{ConnId, CoreBroker, SessionKey};
 use crate::acl::{Access, ClientInfo};
 use crate::message::{Message, Origin, SharedMessage};
 use crate::session::{Delivery, InboundPublish};
@@ -208,10 +208,7 @@ impl CoreBroker {
                 self.outbox.push(core, CoreMsg::Retain(message.clone()));
             }
         }
-        let mut cores: u128 = 0;
-        self.routes
-            .for_each_match(&message.topic, |core, _| cores |= 1 << *core);
-        cores &= !(1u128 << self.ctx.core);
+        let mut cores = self.route_cores(&message.topic);
         while cores != 0 {
             let core = cores.trailing_zeros() as usize;
             cores &= cores - 1;
@@ -220,42 +217,41 @@ impl CoreBroker {
         self.deliver_local(&message, now);
     }
 
+    /// The other cores with a subscriber to `topic`. Remembered for the
+    /// next message, which usually has the same topic.
+    fn route_cores(&mut self, topic: &str) -> u128 {
+        let version = self.routes.version();
+        let last = &mut self.last_route;
+        if last.version == Some(version) && last.topic == topic {
+            return last.cores;
+        }
+        let mut cores: u128 = 0;
+        self.routes
+            .for_each_match(topic, |core, _| cores |= 1 << *core);
+        cores &= !(1u128 << self.ctx.core);
+        last.version = Some(version);
+        last.topic.clear();
+        last.topic.push_str(topic);
+        last.cores = cores;
+        cores
+    }
+
     /// Delivers a message to this core's matching subscribers: one delivery
     /// per client at the highest granted QoS with every matching
     /// subscription identifier; one member per shared group.
     pub(super) fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
-        // Kept between messages: no allocation per message.
-        let mut clients = std::mem::take(&mut self.match_scratch);
-        let mut groups: Vec<ByteString> = Vec::new();
-        let sessions = &self.sessions;
-        self.trie
-            .for_each_match(&message.topic, |key, sub| match key {
-                SubKey::Client(id) => {
-                    if sub.options.no_local
-                        && sessions
-                            .by_key(*id)
-                            .is_some_and(|e| *e.session.client_id() == message.publisher)
-                    {
-                        return;
-                    }
-                    match clients.iter_mut().find(|(c, _, _)| c == id) {
-                        Some((_, options, ids)) => {
-                            options.qos = options.qos.max(sub.options.qos);
-                            options.retain_as_published |= sub.options.retain_as_published;
-                            ids.extend(sub.id);
-                        }
-                        None => clients.push((*id, sub.options, sub.id.into_iter().collect())),
-                    }
-                }
-                SubKey::Group(key) => groups.push(key.clone()),
-            });
-        for (session, options, ids) in clients.drain(..) {
-            self.deliver_with_ids(session, message, options, ids, now);
+        // Taken out and put back: no allocation per message.
+        let mut last = std::mem::take(&mut self.last_match);
+        if !last.holds(self.trie.version(), &message.topic, &message.publisher) {
+            last.refill(&self.trie, &self.sessions, message);
         }
-        self.match_scratch = clients;
-        for key in groups {
-            self.deliver_to_group(&key, message, now);
+        for (session, options, ids) in &last.clients {
+            self.deliver_with_ids(*session, message, *options, ids.clone(), now);
         }
+        for key in &last.groups {
+            self.deliver_to_group(key, message, now);
+        }
+        self.last_match = last;
     }
 
     fn deliver_to_group(&mut self, key: &str, message: &SharedMessage, now: Instant) {

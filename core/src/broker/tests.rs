@@ -184,6 +184,90 @@ fn publish_crosses_cores_after_suback() {
     assert_eq!(payloads(&h.output(1)), [Bytes::from_static(b"over")]);
 }
 
+/// The same topic from the same publisher, again and again, while the
+/// subscriptions change: every message goes where the subscriptions are
+/// when it is published (the remembered match and route must not outlive
+/// a subscribe or unsubscribe, on the publisher's core or another).
+#[test]
+fn a_topic_published_again_follows_the_subscriptions_of_the_moment() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    let publisher = "pub-0";
+    let same = (0..)
+        .map(|i| format!("same-{i}"))
+        .find(|c| h.owner(c) == h.owner(publisher))
+        .unwrap();
+    let other = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|c| h.owner(c) != h.owner(publisher))
+        .unwrap();
+    h.connect(1, publisher, ProtocolVersion::V5);
+    h.connect(2, &same, ProtocolVersion::V5);
+    h.connect(3, &other, ProtocolVersion::V5);
+    let unsubscribe = |filter: &str| {
+        Packet::Unsubscribe(robustmq_protocol::mqtt::Unsubscribe {
+            packet_id: 9,
+            properties: Properties::default(),
+            filters: vec![ByteString::from(filter.to_string())],
+        })
+    };
+
+    let (mut same_got, mut other_got) = (Vec::new(), Vec::new());
+    let mut publish = |h: &mut Harness, payload: &'static [u8]| {
+        h.publish(1, publisher, "t/1", payload);
+        same_got.extend(payloads(&h.output(2)));
+        other_got.extend(payloads(&h.output(3)));
+    };
+    publish(&mut h, b"nobody");
+    h.subscribe(2, &same, "t/+", QoS::AtMostOnce);
+    publish(&mut h, b"same");
+    h.subscribe(3, &other, "t/#", QoS::AtMostOnce);
+    publish(&mut h, b"both");
+    // The UNSUBACKs come with what the output held: none of it a PUBLISH.
+    h.send(2, &same, unsubscribe("t/+"));
+    publish(&mut h, b"other");
+    h.send(3, &other, unsubscribe("t/#"));
+    publish(&mut h, b"nobody again");
+    let b = Bytes::from_static;
+    assert_eq!(same_got, [b(b"same"), b(b"both")]);
+    assert_eq!(other_got, [b(b"both"), b(b"other")]);
+}
+
+/// No Local is decided per publisher: a topic remembered for one client's
+/// message is matched again for another's.
+#[test]
+fn no_local_holds_for_the_same_topic_from_two_publishers() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    h.connect(1, "a", ProtocolVersion::V5);
+    h.connect(2, "b", ProtocolVersion::V5);
+    h.send(
+        1,
+        "a",
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::default(),
+            filters: vec![SubscribeFilter {
+                filter: ByteString::from_static("t"),
+                options: SubscriptionOptions {
+                    no_local: true,
+                    ..Default::default()
+                },
+            }],
+        }),
+    );
+    let publish = |payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            topic: ByteString::from_static("t"),
+            payload: Bytes::from_static(payload),
+            ..Default::default()
+        })
+    };
+    let mut got = payloads(&h.send(1, "a", publish(b"own")));
+    h.send(2, "b", publish(b"from b"));
+    got.extend(payloads(&h.output(1)));
+    got.extend(payloads(&h.send(1, "a", publish(b"own again"))));
+    assert_eq!(got, [Bytes::from_static(b"from b")]);
+}
+
 #[test]
 fn suback_waits_for_the_other_cores() {
     let mut h = Harness::new(2, MqttConfig::default());

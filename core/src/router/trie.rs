@@ -81,6 +81,9 @@ type Visit<'t, 'n, K, V> = (&'n Node<K, V>, Option<&'t str>);
 pub struct TopicTrie<K, V> {
     root: Node<K, V>,
     filters: usize,
+    /// Changes with every insert and remove: a match remembered at one
+    /// version holds until the next.
+    version: u64,
 }
 
 impl<K, V> Default for TopicTrie<K, V> {
@@ -88,6 +91,7 @@ impl<K, V> Default for TopicTrie<K, V> {
         TopicTrie {
             root: Node::default(),
             filters: 0,
+            version: 0,
         }
     }
 }
@@ -103,9 +107,16 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
         self.filters
     }
 
+    /// Changes whenever a subscription is inserted or removed, so that a
+    /// caller may keep what a topic matched until it does.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Adds or replaces `key`'s subscription to `filter`. Returns whether
     /// the filter had no subscriber before (the first one).
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> bool {
+        self.version += 1;
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.child_or_default(level);
@@ -121,6 +132,7 @@ impl<K: Hash + Eq + Clone, V> TopicTrie<K, V> {
     /// Removes `key`'s subscription to `filter`. Returns the value, and
     /// whether the filter has no subscriber left.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<(V, bool)> {
+        self.version += 1;
         let levels: Vec<&str> = filter.split('/').collect();
         let (value, last) = Self::remove_at(&mut self.root, &levels, key)?;
         if last {
@@ -258,6 +270,12 @@ mod tests {
         assert_eq!(trie.remove("a/+", &"c1"), None);
         assert_eq!(trie.remove("a/+", &"c2"), Some((2, true)));
         assert_eq!(trie.filter_count(), 0);
+        let v = trie.version();
+        trie.insert("b", "c1", 1);
+        assert_ne!(trie.version(), v, "an insert changes the version");
+        let v = trie.version();
+        trie.remove("b", &"c1");
+        assert_ne!(trie.version(), v, "a remove changes the version");
         assert!(trie.root.is_empty(), "empty nodes are pruned");
     }
 
