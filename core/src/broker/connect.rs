@@ -125,6 +125,8 @@ impl CoreBroker {
         let entry = self.sessions.by_key_mut(session_key).expect("opened above");
         entry.session.expiry_interval = expiry;
         entry.conn = Some(conn);
+        // Marked below, for this connection.
+        entry.dirty = false;
         entry.expires_at = None;
         entry.will = will;
         entry.will_delay = will_delay;
@@ -250,6 +252,7 @@ impl CoreBroker {
             packets = s.session.take_packets();
             s.session.detach();
             s.conn = None;
+            s.dirty = false;
         }
         if let (Some(reason), true) = (reason, entry.version.is_v5()) {
             packets.push(Outgoing::from(Packet::Disconnect(Disconnect {

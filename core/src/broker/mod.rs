@@ -112,6 +112,11 @@ struct SessionEntry {
     problem_information: bool,
     username: Option<ByteString>,
     ip: Option<IpAddr>,
+    /// Its connection is in the broker's dirty set: a delivery or an
+    /// acknowledgement need not insert it again (a set insert per message
+    /// was 3% of the broker's instructions in fan-in). Cleared when the
+    /// set is taken and when the connection changes.
+    dirty: bool,
 }
 
 impl SessionEntry {
@@ -126,6 +131,16 @@ impl SessionEntry {
             problem_information: true,
             username: None,
             ip: None,
+            dirty: false,
+        }
+    }
+
+    /// Marks its connection as having output, in `dirty` unless it is
+    /// there already.
+    fn mark_dirty(&mut self, dirty: &mut HashSet<ConnId>) {
+        if let (Some(conn), false) = (self.conn, self.dirty) {
+            self.dirty = true;
+            dirty.insert(conn);
         }
     }
 }
@@ -267,6 +282,12 @@ impl CoreBroker {
     /// Connections with something to write or to close.
     pub fn take_dirty(&mut self) -> Vec<ConnId> {
         let mut dirty: Vec<ConnId> = self.dirty.drain().collect();
+        for conn in &dirty {
+            let session = self.conns.get(conn).map(|c| c.session);
+            if let Some(entry) = session.and_then(|s| self.sessions.by_key_mut(s)) {
+                entry.dirty = false;
+            }
+        }
         dirty.extend(self.closing.keys().copied());
         dirty.sort_unstable();
         dirty.dedup();
@@ -361,12 +382,6 @@ impl CoreBroker {
         x ^= x << 17;
         self.random = x;
         x
-    }
-
-    fn mark_dirty(&mut self, conn: Option<ConnId>) {
-        if let Some(conn) = conn {
-            self.dirty.insert(conn);
-        }
     }
 
     fn metrics(&self) -> &metrics::CoreMetrics {

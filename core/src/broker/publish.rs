@@ -178,7 +178,8 @@ impl CoreBroker {
         entry
             .session
             .ack_publish(qos, packet_id, reason, properties);
-        self.dirty.insert(conn);
+        debug_assert_eq!(entry.conn, Some(conn), "a publisher's session is attached");
+        entry.mark_dirty(&mut self.dirty);
         Ok((allowed && inbound == InboundPublish::New).then_some(publish))
     }
 
@@ -326,6 +327,7 @@ impl CoreBroker {
             + (after.dropped_too_large - before.dropped_too_large);
         let conn = entry.conn;
         let queued = entry.session.queued_len();
+        entry.mark_dirty(&mut self.dirty);
         if dropped > 0 {
             self.ctx
                 .metrics
@@ -349,7 +351,6 @@ impl CoreBroker {
             }
         }
         self.after_delivery(session, conn, queued, message.origin, now);
-        self.mark_dirty(conn);
     }
 
     /// Builds a broker-originated message (wills, `$SYS`).

@@ -268,6 +268,49 @@ fn no_local_holds_for_the_same_topic_from_two_publishers() {
     assert_eq!(got, [Bytes::from_static(b"from b")]);
 }
 
+/// What the runtime does: take the dirty connections, then their output.
+/// A connection with output is in the dirty set however its session
+/// came by it: after a flush, and after a takeover that left the old
+/// connection's mark behind.
+#[test]
+fn a_connection_with_output_is_always_in_the_dirty_set() {
+    let mut h = Harness::new(1, MqttConfig::default());
+    // A 3.1.1 session without clean session outlives its connection.
+    let mut sub = connect("sub", ProtocolVersion::V3_1_1);
+    sub.clean_start = false;
+    h.connect_with(1, sub.clone());
+    h.connect(2, "pub", ProtocolVersion::V5);
+    h.subscribe(1, "sub", "t", QoS::AtMostOnce);
+    let publish = Packet::Publish(Publish {
+        topic: ByteString::from_static("t"),
+        payload: Bytes::from_static(b"m"),
+        ..Default::default()
+    });
+    let flush = |h: &mut Harness| -> Vec<(ConnId, usize)> {
+        let core = &mut h.cores[0];
+        let dirty = core.take_dirty();
+        dirty
+            .into_iter()
+            .map(|conn| (conn, core.take_output(conn).packets.len()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    flush(&mut h);
+    for round in 0..3 {
+        h.cores[0].on_packet(2, publish.clone(), h.now);
+        h.cores[0].on_packet(2, publish.clone(), h.now);
+        assert_eq!(flush(&mut h), [(1, 2)], "round {round}");
+    }
+    // Delivered but not flushed; then the subscriber comes back on
+    // connection 3 (the old one is told and closed).
+    h.cores[0].on_packet(2, publish.clone(), h.now);
+    h.cores[0].on_connect(3, Box::new(sub), false, None, h.now);
+    let flushed = flush(&mut h);
+    assert!(flushed.iter().any(|(c, _)| *c == 3), "CONNACK: {flushed:?}");
+    h.cores[0].on_packet(2, publish.clone(), h.now);
+    assert_eq!(flush(&mut h), [(3, 1)]);
+}
+
 #[test]
 fn suback_waits_for_the_other_cores() {
     let mut h = Harness::new(2, MqttConfig::default());
