@@ -144,7 +144,6 @@ impl CoreBroker {
         self.conns.insert(
             conn,
             ConnEntry {
-                client_id,
                 session: session_key,
                 version,
             },
@@ -245,10 +244,11 @@ impl CoreBroker {
         self.metrics().connections.fetch_sub(1, Relaxed);
         self.dirty.remove(&conn);
         let mut packets = Vec::new();
-        let client_id = entry.client_id;
+        let mut client_id = None;
         self.forget_publisher(conn);
         self.forget_subscriber(entry.session);
         if let Some(s) = self.sessions.by_key_mut(entry.session) {
+            client_id = Some(s.session.client_id().clone());
             packets = s.session.take_packets();
             s.session.detach();
             s.conn = None;
@@ -261,6 +261,9 @@ impl CoreBroker {
             })));
         }
         self.closing.insert(conn, packets);
+        let Some(client_id) = client_id else {
+            return;
+        };
         if publish_will {
             self.handle_will(&client_id, now);
         } else if let Some(s) = self.sessions.get_mut(&client_id) {
@@ -302,7 +305,7 @@ impl CoreBroker {
 
     /// A DISCONNECT from the client.
     pub(super) fn on_disconnect(&mut self, conn: ConnId, d: Disconnect, now: Instant) {
-        let Some(client_id) = self.conns.get(&conn).map(|c| c.client_id.clone()) else {
+        let Some(client_id) = self.conn_client_id(conn) else {
             return;
         };
         if let (Some(new), Some(s)) = (

@@ -148,8 +148,8 @@ impl SessionEntry {
 /// A connection on this core.
 #[derive(Debug)]
 struct ConnEntry {
-    client_id: ByteString,
-    /// The session attached, which outlives or ends with the connection.
+    /// The session attached (its client id is the session's: not kept
+    /// here too, 16 bytes a connection), which outlives or ends with the connection.
     session: SessionKey,
     version: ProtocolVersion,
 }
@@ -382,6 +382,12 @@ impl CoreBroker {
         x ^= x << 17;
         self.random = x;
         x
+    }
+
+    /// The client id of a connection's session.
+    fn conn_client_id(&self, conn: ConnId) -> Option<ByteString> {
+        let session = self.conns.get(&conn)?.session;
+        Some(self.sessions.by_key(session)?.session.client_id().clone())
     }
 
     fn metrics(&self) -> &metrics::CoreMetrics {

@@ -23,10 +23,13 @@ impl CoreBroker {
             self.on_pubacks(conn, &[r.packet_id], now);
             return;
         }
-        let Some((client_id, session)) = self
-            .conns
-            .get(&conn)
-            .map(|c| (c.client_id.clone(), c.session))
+        let Some(session) = self.conns.get(&conn).map(|c| c.session) else {
+            return;
+        };
+        let Some(client_id) = self
+            .sessions
+            .by_key(session)
+            .map(|e| e.session.client_id().clone())
         else {
             return;
         };
