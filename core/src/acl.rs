@@ -155,6 +155,13 @@ impl Acl {
         })
     }
 
+    /// Whether a rule names client addresses: only then does the broker
+    /// look a connection's peer address up (a `getpeername` per
+    /// connection otherwise spent for nothing).
+    pub fn uses_addresses(&self) -> bool {
+        self.rules.iter().any(|r| r.cidr.is_some())
+    }
+
     /// Whether `who` may do `access` on `topic_or_filter`.
     pub fn check(&self, who: &ClientInfo<'_>, access: Access, topic_or_filter: &str) -> bool {
         for CompiledRule { rule, cidr } in &self.rules {
@@ -253,7 +260,10 @@ mod tests {
         own.username = Some("u1".into());
         let mut net = rule(Allow, Publish, "lan/#");
         net.ipaddr = Some("10.1.0.0/16".into());
+        let without_addresses = Acl::new(std::slice::from_ref(&own), Deny).unwrap();
+        assert!(!without_addresses.uses_addresses());
         let acl = Acl::new(&[own, net], Deny).unwrap();
+        assert!(acl.uses_addresses(), "the broker must look addresses up");
         assert!(acl.check(
             &who("c1", Some("u1"), "1.1.1.1"),
             Access::Publish,

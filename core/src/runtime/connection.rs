@@ -30,7 +30,8 @@ const MIN_READ_CHUNK: usize = 64;
 /// (no task of its own, even before CONNECT); the tick closes it if
 /// CONNECT does not come within `connect_timeout_secs`.
 pub(crate) fn accepted(core: &Rc<Core>, fd: OwnedFd) {
-    let _ = socket2::SockRef::from(&fd).set_nodelay(true);
+    // TCP_NODELAY comes from the listener (Linux copies it to accepted
+    // sockets): no `setsockopt` per connection.
     let config = core.config();
     let read = ReadState {
         decoder: Decoder::new(config.max_packet_size as usize),
@@ -69,7 +70,12 @@ fn connect_step(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step 
     };
     detach_connect(&mut connect);
     let version = connect.protocol;
-    let peer = io.peer();
+    // Only an ACL rule on addresses needs the client's address.
+    let peer = if core.broker.borrow().context().acl.uses_addresses() {
+        io.peer()
+    } else {
+        None
+    };
     match route_connect(&mut connect, core.cores(), || core.assign_client_id()) {
         ConnectRoute::Refuse(ack) => {
             io.encode_packet(version, &Packet::ConnAck(*ack));

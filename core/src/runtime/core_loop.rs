@@ -402,6 +402,10 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<(OwnedFd, OwnedFd)> {
     // in TIME_WAIT.
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    // Inherited by every accepted socket (Linux): replies and deliveries
+    // are written whole, one write per flush, and must not wait for an
+    // acknowledgement of the last.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     let dup = OwnedFd::from(socket.try_clone()?);
@@ -544,5 +548,42 @@ async fn drain_connections(core: &Rc<Core>) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !core.conns.borrow().is_empty() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    /// The broker sets TCP_NODELAY once, on the listener; a kernel that
+    /// did not pass it on to accepted sockets would delay small writes.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let (listener, _dup) = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket2::SockRef::from(&listener)
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            // SAFETY: `listener` is open; null address pointers ask for
+            // no peer address.
+            let fd = unsafe {
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: accept4 returned a descriptor nothing else owns.
+                break unsafe { OwnedFd::from_raw_fd(fd) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(socket2::SockRef::from(&accepted).nodelay().unwrap());
     }
 }
