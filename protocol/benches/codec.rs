@@ -1,6 +1,7 @@
 //! Codec benchmarks: decode and encode of PUBLISH (64 B and 1 KiB payloads,
 //! 3.1.1, and 5.0 with message expiry, a user property and a topic alias),
-//! SUBSCRIBE (four filters), and decode plus encode of a 64 B QoS 0 PUBLISH
+//! SUBSCRIBE (four filters), PUBACK (a subscriber's one per QoS 1
+//! message), and decode plus encode of a 64 B QoS 0 PUBLISH
 //! in 3.1.1 (goal: under 100 ns).
 //!
 //! Each decode iteration copies the packet's bytes into a long-lived read
@@ -91,6 +92,7 @@ fn cases() -> Vec<(&'static str, ProtocolVersion, Packet)> {
         ("publish_1KiB_v5_props", V5, publish(1024, true)),
         ("subscribe_4_filters_v3.1.1", V3_1_1, subscribe(false)),
         ("subscribe_4_filters_v5", V5, subscribe(true)),
+        ("puback_v3.1.1", V3_1_1, Packet::PubAck(PubReply::new(4321))),
     ]
 }
 

@@ -517,3 +517,39 @@ fn connack_reserved_flags() {
         0x81,
     );
 }
+
+/// The in-place PUBACK path (`40 02 id id`) decides nothing it should
+/// not: before CONNECT it is refused like any other packet, a PUBACK
+/// split over two reads waits for its last byte, and a 5.0 PUBACK with a
+/// reason code takes the general path.
+#[test]
+fn short_puback_is_decoded_like_any_other_packet() {
+    rejects(
+        None,
+        &[0x40, 2, 0, 1],
+        DecodeError::ExpectedConnect(PacketType::PubAck),
+        0x82,
+    );
+    let mut decoder = Decoder::with_version(V3_1_1, 100);
+    let mut buf = BytesMut::from(&[0x40, 2, 0x12][..]);
+    assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+    assert_eq!(buf.len(), 3, "left as it was");
+    buf.extend_from_slice(&[0x34, 0x40, 2]);
+    match decoder.decode(&mut buf).unwrap() {
+        Some(Packet::PubAck(r)) => {
+            assert_eq!(r.packet_id, 0x1234);
+            assert_eq!(r.reason_code, ReasonCode::SUCCESS);
+        }
+        other => panic!("expected a PUBACK, got {other:?}"),
+    }
+    assert_eq!(&buf[..], &[0x40, 2], "the next packet's start is kept");
+    let mut decoder = Decoder::with_version(V5, 100);
+    let mut buf = BytesMut::from(&[0x40, 3, 0, 7, 0x10][..]);
+    match decoder.decode(&mut buf).unwrap() {
+        Some(Packet::PubAck(r)) => {
+            assert_eq!(r.packet_id, 7);
+            assert_eq!(r.reason_code, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+        }
+        other => panic!("expected a PUBACK, got {other:?}"),
+    }
+}
