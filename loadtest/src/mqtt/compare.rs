@@ -306,6 +306,115 @@ fn cell(r: &Report, m: Metric) -> String {
     }
 }
 
+/// A row's figures in a few characters, for the chart.
+fn short(r: &Report, m: Metric) -> String {
+    match m {
+        Metric::Received => format!("{}/s", si(r.received_rate)),
+        Metric::P99 => format!("p99 {:.3} ms", r.latency.p99),
+        Metric::BytesPerConn => format!(
+            "{:.0} B/conn",
+            r.connect.bytes_per_conn().unwrap_or(f64::NAN)
+        ),
+    }
+}
+
+/// One row of the chart.
+#[derive(Debug, Clone)]
+struct Bar {
+    title: String,
+    /// How many times better RobustMQ did than Mosquitto (below 1: worse),
+    /// whichever way the row's figure is better.
+    advantage: f64,
+    mosquitto: String,
+    robust: String,
+}
+
+/// Where the chart goes: beside the markdown file, `<stem>-compare.svg`.
+fn chart_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "benchmarks".into());
+    out.with_file_name(format!("{stem}-compare.svg"))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart of the advantage per row on a log scale from
+/// 1/4x to 128x, parity marked: green bars ahead, red behind.
+fn chart_svg(bars: &[Bar], caption: &str) -> String {
+    const LEFT: f64 = 330.0;
+    const WIDTH: f64 = 420.0;
+    const ROW: f64 = 44.0;
+    const TOP: f64 = 50.0;
+    let (lo, hi) = (-2.0f64, 7.0f64); // log2 of 1/4x and 128x
+    let x = |factor: f64| {
+        let l = factor.max(f64::MIN_POSITIVE).log2().clamp(lo, hi);
+        LEFT + (l - lo) / (hi - lo) * WIDTH
+    };
+    let height = TOP + ROW * bars.len() as f64 + 40.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">RobustMQ against \
+         Mosquitto: times better (log scale; left of 1x: behind)</text>\n\
+         <text x=\"10\" y=\"38\" fill=\"#555\">{}</text>\n",
+        xml_escape(caption),
+        w = LEFT + WIDTH + 30.0,
+    );
+    for (i, factor) in [0.25, 1.0, 4.0, 16.0, 64.0].iter().enumerate() {
+        let gx = x(*factor);
+        let label = if i == 0 {
+            "1/4x".to_string()
+        } else {
+            format!("{factor}x")
+        };
+        svg += &format!(
+            "<line x1=\"{gx:.1}\" y1=\"{TOP}\" x2=\"{gx:.1}\" y2=\"{:.1}\" stroke=\"{}\"/>\n\
+             <text x=\"{gx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{label}</text>\n",
+            height - 30.0,
+            if *factor == 1.0 { "#000" } else { "#ddd" },
+            height - 15.0,
+        );
+    }
+    for (i, bar) in bars.iter().enumerate() {
+        let y = TOP + ROW * i as f64 + 8.0;
+        let (x0, x1) = (x(1.0), x(bar.advantage));
+        let (from, to) = if x1 >= x0 { (x0, x1) } else { (x1, x0) };
+        let colour = if bar.advantage >= 1.0 {
+            "#2e7d32"
+        } else {
+            "#c62828"
+        };
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\" font-size=\"10\">\
+             Mosquitto {} / RobustMQ {}</text>\n\
+             <rect x=\"{from:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"18\" fill=\"{colour}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\">{:.2}x</text>\n",
+            LEFT - 8.0,
+            y + 9.0,
+            xml_escape(&bar.title),
+            LEFT - 8.0,
+            y + 22.0,
+            xml_escape(&bar.mosquitto),
+            xml_escape(&bar.robust),
+            (to - from).max(1.0),
+            to + 4.0,
+            y + 13.0,
+            bar.advantage,
+        );
+    }
+    svg += "</svg>\n";
+    svg
+}
+
 fn value(r: &Report, m: Metric) -> f64 {
     match m {
         Metric::Received => r.received_rate,
@@ -391,6 +500,7 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
         None => None,
     };
     let mut lines = Vec::new();
+    let mut bars = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let order = if i % 2 == 0 {
             [Broker::Mosquitto, Broker::Robust]
@@ -426,6 +536,15 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
             (Some(Ok(m)), Some(Ok(r))) => {
                 let (vm, vr) = (value(m, row.metric), value(r, row.metric));
                 let x = vr / vm;
+                bars.push(Bar {
+                    title: row.title.replace('`', ""),
+                    advantage: match row.metric {
+                        Metric::Received => x,
+                        _ => 1.0 / x,
+                    },
+                    mosquitto: short(m, row.metric),
+                    robust: short(r, row.metric),
+                });
                 let better = match row.metric {
                     Metric::Received => x >= 1.0,
                     _ => x <= 1.0,
@@ -471,6 +590,16 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
             None => " and its default config".into(),
         }
     );
+    let chart_path = chart_path(&a.out);
+    if !bars.is_empty() {
+        let name = chart_path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string());
+        table += &format!(
+            "![RobustMQ against Mosquitto, row by row]({})\n\n",
+            name.unwrap_or_default()
+        );
+    }
     table += "| row | Mosquitto | RobustMQ | RobustMQ / Mosquitto |\n|---|---|---|---|\n";
     for l in &lines {
         table += l;
@@ -482,6 +611,12 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
         std::fs::write(&a.out, splice(&doc, &table))
             .map_err(|e| format!("{}: {e}", a.out.display()))?;
         eprintln!("compare: wrote {}", a.out.display());
+        if !bars.is_empty() {
+            let caption = format!("{date}, commit {commit}, {}", machine());
+            std::fs::write(&chart_path, chart_svg(&bars, &caption))
+                .map_err(|e| format!("{}: {e}", chart_path.display()))?;
+            eprintln!("compare: wrote {}", chart_path.display());
+        }
     }
     Ok(())
 }
@@ -516,6 +651,44 @@ mod tests {
         let n = out.find("## Next").unwrap();
         assert!(s < t && t < n, "{out}");
         assert!(out.contains("prose"));
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_row_sized_by_the_advantage() {
+        let bar = |title: &str, advantage| Bar {
+            title: title.into(),
+            advantage,
+            mosquitto: "1/s".into(),
+            robust: "2/s".into(),
+        };
+        let svg = chart_svg(
+            &[
+                bar("ahead <8x>", 8.0),
+                bar("behind", 0.5),
+                bar("far", 1000.0),
+            ],
+            "a & b",
+        );
+        assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
+        assert!(svg.contains("ahead &lt;8x&gt;") && svg.contains("a &amp; b"));
+        let widths: Vec<f64> = svg
+            .lines()
+            .filter(|l| l.starts_with("<rect x="))
+            .map(|l| {
+                let w = l.split("width=\"").nth(1).unwrap();
+                w[..w.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(widths.len(), 3, "one bar per row");
+        // 8x is 3 of 9 octaves, 1/2x is one: three times as long; 1000x is
+        // cut at the scale's end (7 octaves).
+        assert!((widths[0] / widths[1] - 3.0).abs() < 0.01, "{widths:?}");
+        assert!((widths[2] / widths[1] - 7.0).abs() < 0.01, "{widths:?}");
+        assert!(svg.contains("fill=\"#c62828\""), "behind is red");
+        assert_eq!(
+            chart_path(Path::new("docs/benchmarks.md")),
+            PathBuf::from("docs/benchmarks-compare.svg")
+        );
     }
 
     #[test]
