@@ -366,7 +366,7 @@ fn chart_svg(bars: &[Bar], caption: &str) -> String {
          Mosquitto: times better (log scale; left of 1x: behind)</text>\n\
          <text x=\"10\" y=\"38\" fill=\"#555\">{}</text>\n",
         xml_escape(caption),
-        w = LEFT + WIDTH + 30.0,
+        w = LEFT + WIDTH + 60.0,
     );
     for (i, factor) in [0.25, 1.0, 4.0, 16.0, 64.0].iter().enumerate() {
         let gx = x(*factor);
