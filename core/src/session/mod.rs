@@ -19,7 +19,7 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use crate::hash::{HashMap, HashSet};
+use crate::hash::{SessionMap, SessionSet};
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -137,11 +137,11 @@ pub struct Session {
     /// Seconds the session outlives its connection; `u32::MAX` is forever.
     pub expiry_interval: u32,
     config: SessionConfig,
-    subscriptions: HashMap<ByteString, Subscription>,
+    subscriptions: SessionMap<ByteString, Subscription>,
     next_packet_id: u16,
     inflight: VecDeque<(u16, Outbound)>,
     queue: VecDeque<Delivery>,
-    inbound_qos2: HashSet<u16>,
+    inbound_qos2: SessionSet<u16>,
     link: Option<Link>,
     out: Vec<Outgoing>,
     counters: SessionCounters,
@@ -159,11 +159,11 @@ impl Session {
             client_id,
             expiry_interval: 0,
             config,
-            subscriptions: HashMap::default(),
+            subscriptions: SessionMap::default(),
             next_packet_id: 1,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
-            inbound_qos2: HashSet::default(),
+            inbound_qos2: SessionSet::default(),
             link: None,
             out: Vec::new(),
             counters: SessionCounters::default(),
@@ -206,7 +206,7 @@ impl Session {
     }
 
     /// The subscriptions, by filter.
-    pub fn subscriptions(&self) -> &HashMap<ByteString, Subscription> {
+    pub fn subscriptions(&self) -> &SessionMap<ByteString, Subscription> {
         &self.subscriptions
     }
 
