@@ -19,6 +19,10 @@ use super::{SubKey, SubValue};
 use crate::message::Message;
 use crate::router::TopicTrie;
 
+/// Entries the match keeps room for between messages (more are allocated
+/// for a topic that needs them, and given back at the next refill).
+const KEPT_CAPACITY: usize = 1024;
+
 /// A client's deliveries for one message: its session, the options that
 /// apply (highest QoS of its matching subscriptions), and the matching
 /// subscription identifiers.
@@ -57,6 +61,14 @@ impl LastMatch {
         let groups = &mut self.groups;
         clients.clear();
         groups.clear();
+        // A topic once matched by a great many subscribers must not keep
+        // its room for good (40 bytes an entry).
+        if clients.capacity() > KEPT_CAPACITY {
+            clients.shrink_to(KEPT_CAPACITY);
+        }
+        if groups.capacity() > KEPT_CAPACITY {
+            groups.shrink_to(KEPT_CAPACITY);
+        }
         trie.for_each_match(&message.topic, |key, sub| match key {
             SubKey::Client(id) => {
                 if sub.options.no_local
@@ -118,6 +130,41 @@ pub(super) struct LastRoute {
 mod tests {
     use super::*;
     use robustmq_protocol::mqtt::QoS;
+
+    #[test]
+    fn room_for_a_large_match_is_given_back_at_the_next_refill() {
+        let mut sessions = SessionTable::default();
+        let mut trie = TopicTrie::new();
+        for i in 0..3000 {
+            let id = format!("c{i}");
+            let session = crate::session::Session::new(id.as_str().into(), Default::default());
+            let key = sessions.insert(
+                id.as_str().into(),
+                Box::new(super::super::SessionEntry::new(session)),
+            );
+            trie.insert(
+                if i == 0 { "small" } else { "big" },
+                SubKey::Client(key),
+                SubValue::default(),
+            );
+        }
+        let message = |topic: &'static str| crate::message::Message {
+            topic: topic.into(),
+            payload: Default::default(),
+            qos: robustmq_protocol::mqtt::QoS::AtMostOnce,
+            retain: false,
+            expires_at: None,
+            properties: Default::default(),
+            publisher: "p".into(),
+            origin: None,
+        };
+        let mut last = LastMatch::default();
+        last.refill(&trie, &sessions, &message("big"));
+        assert_eq!(last.clients.len(), 2999);
+        last.refill(&trie, &sessions, &message("small"));
+        assert_eq!(last.clients.len(), 1);
+        assert!(last.clients.capacity() <= KEPT_CAPACITY);
+    }
 
     #[test]
     fn a_client_matched_twice_gets_one_entry_with_the_best_of_both() {
