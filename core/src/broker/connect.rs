@@ -13,7 +13,7 @@ use robustmq_protocol::mqtt::{
 };
 
 use super::shared::fnv1a;
-use super::{ConnEntry, ConnId, CoreBroker, PendingWill, SessionEntry};
+use super::{ConnEntry, ConnId, CoreBroker, PendingWill, SessionEntry, SessionKey};
 use crate::message::Message;
 use crate::session::{LinkParams, Outgoing, Session};
 
@@ -78,7 +78,7 @@ impl CoreBroker {
         let client_id = connect.client_id.clone();
         self.wills.remove(&client_id);
         self.take_over(&client_id, now);
-        let session_present = self.open_session(&connect, now);
+        let (session_key, session_present) = self.open_session(&connect, now);
         let config = self.ctx.config.clone();
         let requested_expiry = requested_session_expiry(&connect);
         let expiry = requested_expiry.min(config.max_session_expiry_secs);
@@ -121,7 +121,6 @@ impl CoreBroker {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
-        let session_key = self.sessions.key(&client_id).expect("opened above");
         let entry = self.sessions.by_key_mut(session_key).expect("opened above");
         entry.session.expiry_interval = expiry;
         entry.conn = Some(conn);
@@ -214,19 +213,21 @@ impl CoreBroker {
         self.wills.remove(client_id);
     }
 
-    /// Creates or resumes the session; returns "session present".
-    fn open_session(&mut self, connect: &Connect, _now: Instant) -> bool {
+    /// Creates or resumes the session; returns its key and "session
+    /// present".
+    fn open_session(&mut self, connect: &Connect, now: Instant) -> (SessionKey, bool) {
         let client_id = &connect.client_id;
         if connect.clean_start {
-            self.end_session(client_id, _now);
+            self.end_session(client_id, now);
         }
-        if self.sessions.contains_key(client_id) {
-            return true;
+        if let Some(key) = self.sessions.key(client_id) {
+            return (key, true);
         }
         let session = Session::new(client_id.clone(), self.ctx.config.session_config());
-        self.sessions
+        let key = self
+            .sessions
             .insert(client_id.clone(), Box::new(SessionEntry::new(session)));
-        false
+        (key, false)
     }
 
     /// Closes a connection: writes what is pending and, for 5.0 with a

@@ -148,8 +148,9 @@ impl SessionEntry {
 /// A connection on this core.
 #[derive(Debug)]
 struct ConnEntry {
-    /// The session attached (its client id is the session's: not kept
-    /// here too, 16 bytes a connection), which outlives or ends with the connection.
+    /// The session attached, which outlives or ends with the connection.
+    /// Its client id is the session's, not kept here too (16 bytes a
+    /// connection).
     session: SessionKey,
     version: ProtocolVersion,
 }

@@ -53,11 +53,6 @@ impl SessionTable {
         self.by_client.get(client_id).copied()
     }
 
-    /// Whether `client_id` has a session.
-    pub(super) fn contains_key(&self, client_id: &str) -> bool {
-        self.by_client.contains_key(client_id)
-    }
-
     /// The session with `key`, if it still exists.
     #[inline]
     pub(super) fn by_key(&self, key: SessionKey) -> Option<&SessionEntry> {
