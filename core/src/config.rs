@@ -128,6 +128,10 @@ pub struct MqttConfig {
     /// slow: it then holds nobody until it has drained, and its messages
     /// meet the buffer and queue limits instead.
     pub slow_subscriber_ms: u64,
+    /// Whether a QoS 0 publisher whose messages all go to subscribers of
+    /// one other core moves there (its session and socket), saving them
+    /// the hop between cores.
+    pub move_publishers: bool,
     /// How shared subscription groups pick a member.
     pub shared_subscription_strategy: SharedStrategy,
     /// Seconds between `$SYS` updates; 0 turns them off.
@@ -160,6 +164,7 @@ impl Default for MqttConfig {
             max_outbound_buffer_bytes: 4 * 1024 * 1024,
             backpressure_bytes: 256 * 1024,
             slow_subscriber_ms: 2000,
+            move_publishers: true,
             shared_subscription_strategy: SharedStrategy::RoundRobin,
             sys_interval_secs: 5,
             acl_no_match: Permission::Allow,

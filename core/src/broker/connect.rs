@@ -76,6 +76,10 @@ impl CoreBroker {
             return;
         }
         let client_id = connect.client_id.clone();
+        debug_assert!(
+            self.session_away(&client_id).is_none(),
+            "a CONNECT goes to the core that holds the client's session"
+        );
         self.wills.remove(&client_id);
         self.take_over(&client_id, now);
         let (session_key, session_present) = self.open_session(&connect, now);
@@ -218,7 +222,9 @@ impl CoreBroker {
     fn open_session(&mut self, connect: &Connect, now: Instant) -> (SessionKey, bool) {
         let client_id = &connect.client_id;
         if connect.clean_start {
-            self.end_session(client_id, now);
+            // Replaced here: the owner, if another core, keeps knowing
+            // this core holds the client's session.
+            self.discard_session(client_id, now);
         }
         if let Some(key) = self.sessions.key(client_id) {
             return (key, true);
@@ -345,8 +351,17 @@ impl CoreBroker {
     /// Ends a session: its subscriptions leave the router, a will still
     /// waiting is published.
     pub(super) fn end_session(&mut self, client_id: &ByteString, now: Instant) {
+        if self.discard_session(client_id, now) {
+            self.session_ended(client_id);
+        }
+    }
+
+    /// Ends a session that a new one replaces at once (clean start), or
+    /// as part of [`CoreBroker::end_session`]; returns whether there was
+    /// one.
+    fn discard_session(&mut self, client_id: &ByteString, now: Instant) -> bool {
         let Some((key, mut entry)) = self.sessions.remove(client_id) else {
-            return;
+            return false;
         };
         if let Some(conn) = entry.conn {
             self.conns.remove(&conn);
@@ -359,6 +374,7 @@ impl CoreBroker {
         if let Some(will) = self.wills.remove(client_id) {
             self.publish_message(will.message, now);
         }
+        true
     }
 
     /// The connections whose keep-alive ran out by `now`; those that were
@@ -419,6 +435,7 @@ impl CoreBroker {
             }
         }
         self.publish_sys(now);
+        self.pick_moves();
     }
 
     /// The server shuts down: 5.0 clients are told 0x8B.

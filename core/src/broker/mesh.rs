@@ -116,6 +116,12 @@ pub enum CoreMsg {
         /// How many holds.
         count: u32,
     },
+    /// The sender held the session of a client the receiver owns (it was
+    /// moved there) and no longer does: it ended.
+    SessionGone {
+        /// The client id.
+        client_id: ByteString,
+    },
 }
 
 /// Messages waiting to go to each other core.

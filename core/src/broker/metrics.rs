@@ -31,6 +31,9 @@ pub struct CoreMetrics {
     /// Batches from other cores whose mesh window this core kept because
     /// its holds were not yet applied there.
     pub hold_waits: AtomicU64,
+    /// Publisher sessions moved to this core (the core their messages go
+    /// to).
+    pub publishers_moved: AtomicU64,
 }
 
 /// The counters of every core.
@@ -64,6 +67,8 @@ pub struct MetricsSnapshot {
     pub publishers_held: i64,
     /// Batches whose mesh window was kept until holds were applied.
     pub hold_waits: u64,
+    /// Publisher sessions moved between cores.
+    pub publishers_moved: u64,
 }
 
 impl Metrics {
@@ -94,6 +99,7 @@ impl Metrics {
             s.slow_subscribers += c.slow_subscribers.load(Relaxed);
             s.publishers_held += c.publishers_held.load(Relaxed);
             s.hold_waits += c.hold_waits.load(Relaxed);
+            s.publishers_moved += c.publishers_moved.load(Relaxed);
         }
         s
     }

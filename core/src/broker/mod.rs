@@ -10,6 +10,7 @@
 //! run several `CoreBroker`s side by side, passing their messages by hand
 //! (see `tests/simulation.rs`).
 
+mod affinity;
 mod connect;
 mod deadlines;
 mod last_match;
@@ -34,6 +35,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::{Packet, ProtocolVersion, SubscriptionOptions};
 
+pub use affinity::MovedSession;
 pub use connect::{owner_core, route_connect, ConnectRoute};
 use mesh::{CoreMsg, Outbox};
 use metrics::Metrics;
@@ -117,6 +119,8 @@ struct SessionEntry {
     /// was 3% of the broker's instructions in fan-in). Cleared when the
     /// set is taken and when the connection changes.
     dirty: bool,
+    /// Where its client's messages went this window (see `affinity`).
+    tally: affinity::Tally,
 }
 
 impl SessionEntry {
@@ -132,6 +136,7 @@ impl SessionEntry {
             username: None,
             ip: None,
             dirty: false,
+            tally: affinity::Tally::default(),
         }
     }
 
@@ -217,6 +222,8 @@ pub struct CoreBroker {
     keep_alive_due: deadlines::Deadlines<ConnId>,
     /// Offline sessions with an expiry, by when it comes.
     expiry_due: deadlines::Deadlines<ByteString>,
+    /// Publishers moved to the core their messages go to.
+    affinity: affinity::Affinity,
 }
 
 impl CoreBroker {
@@ -252,6 +259,7 @@ impl CoreBroker {
             last_route: Default::default(),
             keep_alive_due: deadlines::Deadlines::new(now),
             expiry_due: deadlines::Deadlines::new(now),
+            affinity: Default::default(),
         }
     }
 
@@ -322,6 +330,7 @@ impl CoreBroker {
 
     /// Messages for other cores, by destination.
     pub fn take_core_messages(&mut self) -> Vec<(usize, Vec<CoreMsg>)> {
+        self.tell_owners();
         self.outbox.drain()
     }
 
@@ -372,6 +381,7 @@ impl CoreBroker {
             }
             CoreMsg::Hold { conn, hold } => self.on_remote_hold(from, conn, hold),
             CoreMsg::HoldsApplied { count } => self.on_holds_applied(from, count),
+            CoreMsg::SessionGone { client_id } => self.on_session_gone(from, &client_id),
         }
     }
 

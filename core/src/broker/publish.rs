@@ -9,6 +9,7 @@ use bytestring::ByteString;
 use robustmq_protocol::mqtt::{Packet, Publish, QoS, ReasonCode, SubscriptionOptions};
 use robustmq_protocol::topic;
 
+use super::affinity::Reach;
 use super::mesh::CoreMsg;
 use super::{ConnId, CoreBroker, SessionKey};
 use crate::acl::{Access, ClientInfo};
@@ -50,7 +51,9 @@ impl CoreBroker {
         let packet = match packet {
             Packet::Publish(p) => {
                 match self.on_publish(conn, session, &client_id, p, now) {
-                    Ok(Some(publish)) => self.route_published(conn, client_id, publish, now),
+                    Ok(Some(publish)) => {
+                        self.route_published(conn, session, client_id, publish, now)
+                    }
                     Ok(None) => {}
                     Err(reason) => {
                         tracing::debug!(%client_id, %reason, "closing connection");
@@ -191,6 +194,7 @@ impl CoreBroker {
     fn route_published(
         &mut self,
         conn: ConnId,
+        session: SessionKey,
         client_id: ByteString,
         publish: Publish,
         now: Instant,
@@ -200,25 +204,37 @@ impl CoreBroker {
             core: self.ctx.core,
             conn,
         });
-        self.publish_message(Arc::new(message), now);
+        let message = Arc::new(message);
+        let reach = self.route_message(message.clone(), now);
+        self.note_reach(session, &message, reach);
     }
 
     /// Routes a message: retained store (every core's replica), other
     /// cores with a matching route, then this core's subscribers.
     pub fn publish_message(&mut self, message: SharedMessage, now: Instant) {
+        self.route_message(message, now);
+    }
+
+    /// [`CoreBroker::publish_message`], telling where the message went.
+    fn route_message(&mut self, message: SharedMessage, now: Instant) -> Reach {
         if message.retain {
             self.retained.apply(message.clone());
             for core in (0..self.ctx.cores).filter(|c| *c != self.ctx.core) {
                 self.outbox.push(core, CoreMsg::Retain(message.clone()));
             }
         }
-        let mut cores = self.route_cores(&message.topic);
+        let routed = self.route_cores(&message.topic);
+        let mut cores = routed;
         while cores != 0 {
             let core = cores.trailing_zeros() as usize;
             cores &= cores - 1;
             self.outbox.push_publish(core, message.clone());
         }
-        self.deliver_local(&message, now);
+        let local = self.deliver_local(&message, now);
+        Reach {
+            cores: routed,
+            local,
+        }
     }
 
     /// The other cores with a subscriber to `topic`. Remembered for the
@@ -242,8 +258,9 @@ impl CoreBroker {
 
     /// Delivers a message to this core's matching subscribers: one delivery
     /// per client at the highest granted QoS with every matching
-    /// subscription identifier; one member per shared group.
-    pub(super) fn deliver_local(&mut self, message: &SharedMessage, now: Instant) {
+    /// subscription identifier; one member per shared group. Returns
+    /// whether any matched.
+    pub(super) fn deliver_local(&mut self, message: &SharedMessage, now: Instant) -> bool {
         let version = self.trie.version();
         if !self
             .last_match
@@ -263,6 +280,7 @@ impl CoreBroker {
             let key = self.last_match.groups[i].clone();
             self.deliver_to_group(&key, message, now);
         }
+        !self.last_match.clients.is_empty() || !self.last_match.groups.is_empty()
     }
 
     fn deliver_to_group(&mut self, key: &str, message: &SharedMessage, now: Instant) {

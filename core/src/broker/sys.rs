@@ -18,7 +18,7 @@ impl CoreBroker {
         let m = self.ctx.metrics.snapshot();
         let uptime = now.saturating_duration_since(self.ctx.started).as_secs();
         let base = format!("$SYS/brokers/{}", self.ctx.node_id);
-        let values: [(&str, String); 13] = [
+        let values: [(&str, String); 14] = [
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("uptime", uptime.to_string()),
             ("clients/connected", m.connections.to_string()),
@@ -33,6 +33,8 @@ impl CoreBroker {
             ("publishers/held", m.publishers_held.to_string()),
             ("subscribers/slow", m.slow_subscribers.to_string()),
             ("publishers/hold_waits", m.hold_waits.to_string()),
+            // Publishers moved to the core their messages go to.
+            ("publishers/moved", m.publishers_moved.to_string()),
         ];
         for (name, value) in values {
             let message = Self::broker_message(

@@ -65,8 +65,15 @@ impl Harness {
         owner_core(client, self.cores.len())
     }
 
+    /// The core that holds a client's session: its owner, unless the
+    /// owner knows it moved (as the runtime routes a CONNECT).
+    fn holder(&self, client: &str) -> usize {
+        let owner = self.owner(client);
+        self.cores[owner].session_away(client).unwrap_or(owner)
+    }
+
     fn connect_with(&mut self, conn: ConnId, connect: Connect) -> Vec<Packet> {
-        let core = self.owner(&connect.client_id);
+        let core = self.holder(&connect.client_id);
         self.cores[core].on_connect(conn, Box::new(connect), false, None, self.now);
         self.settle();
         self.output(conn)
@@ -77,7 +84,7 @@ impl Harness {
     }
 
     fn send(&mut self, conn: ConnId, client: &str, packet: Packet) -> Vec<Packet> {
-        let core = self.owner(client);
+        let core = self.holder(client);
         self.cores[core].on_packet(conn, packet, self.now);
         self.settle();
         self.output(conn)
@@ -119,6 +126,23 @@ impl Harness {
                 ..Default::default()
             }),
         );
+    }
+
+    /// Carries out the moves the cores chose at their last tick, as the
+    /// runtime does (same connection ids: they are per core); returns
+    /// them as (connection, from, to).
+    fn move_publishers(&mut self) -> Vec<(ConnId, usize, usize)> {
+        let mut done = Vec::new();
+        for from in 0..self.cores.len() {
+            for (conn, to) in self.cores[from].take_moves() {
+                let moved = self.cores[from].move_out(conn, to).expect("movable");
+                self.settle();
+                self.cores[to].move_in(conn, moved, self.now).unwrap();
+                done.push((conn, from, to));
+            }
+        }
+        self.settle();
+        done
     }
 
     fn advance(&mut self, d: Duration) {
@@ -906,4 +930,228 @@ fn a_subscriber_that_keeps_acknowledging_is_not_slow_and_keeps_its_publishers_he
     let totals = s.h.cores[0].context().metrics.snapshot();
     assert_eq!(totals.slow_subscribers, 0);
     assert_eq!(totals.messages_dropped, 0);
+}
+
+/// Two client ids, the first owned by core 0 and the second by core 1.
+fn split_pair(h: &Harness, a: &str, b: &str) -> (String, String) {
+    let find = |prefix: &str, core: usize| {
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|c| h.owner(c) == core)
+            .unwrap()
+    };
+    (find(a, 0), find(b, 1))
+}
+
+/// Publishes `n` QoS 0 messages `tag-k` to `topic`, then ends the window.
+fn trickle(h: &mut Harness, conn: ConnId, client: &str, topic: &str, n: usize, tag: &str) {
+    for k in 0..n {
+        h.send(
+            conn,
+            client,
+            Packet::Publish(Publish {
+                topic: ByteString::from(topic),
+                payload: Bytes::from(format!("{tag}-{k}")),
+                ..Default::default()
+            }),
+        );
+    }
+    h.advance(Duration::from_millis(200));
+}
+
+/// A publisher whose messages all go to a subscriber of the other core
+/// moves there after three windows, keeps its messages in order and in
+/// full, and is found through its owner: a new CONNECT takes the session
+/// over where it is, and its end is told to the owner.
+#[test]
+fn a_trickle_publisher_moves_to_its_subscribers_core() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    let (publisher, subscriber) = split_pair(&h, "pub", "sub");
+    h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
+    h.subscribe(1, &subscriber, "t/1", QoS::AtMostOnce);
+    h.output(1);
+    h.connect(2, &publisher, ProtocolVersion::V5);
+    h.output(2);
+    let mut expected = Vec::new();
+    for window in 0..3 {
+        let tag = format!("w{window}");
+        trickle(&mut h, 2, &publisher, "t/1", 20, &tag);
+        expected.extend((0..20).map(|k| format!("{tag}-{k}")));
+        let moves = h.move_publishers();
+        if window < 2 {
+            assert!(moves.is_empty(), "window {window}: too early");
+        } else {
+            assert_eq!(moves, [(2, 0, 1)]);
+        }
+    }
+    assert!(h.cores[1].holds_session(&publisher));
+    assert!(!h.cores[0].holds_session(&publisher));
+    assert_eq!(h.cores[0].session_away(&publisher), Some(1));
+    assert_eq!(h.cores[0].connection_count(), 0);
+    assert_eq!(h.cores[1].connection_count(), 2);
+    trickle(&mut h, 2, &publisher, "t/1", 5, "after");
+    expected.extend((0..5).map(|k| format!("after-{k}")));
+    let got: Vec<String> = payloads(&h.output(1))
+        .iter()
+        .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, expected, "every message, in order, across the move");
+    let m = h.cores[0].context().metrics.snapshot();
+    assert_eq!((m.publishers_moved, m.connections), (1, 2));
+
+    // A new connection of the client takes over where the session is.
+    // Its session expiry was 0: the old session ends with its connection
+    // and a new one starts there, which the owner must keep knowing.
+    let mut again = connect(&publisher, ProtocolVersion::V5);
+    again.clean_start = false;
+    let ack = h.connect_with(3, again);
+    assert!(
+        matches!(ack.first(), Some(Packet::ConnAck(a)) if !a.session_present),
+        "{ack:?}"
+    );
+    let old = h.cores[1].take_output(2);
+    assert!(old.close);
+    assert!(
+        matches!(old.to_packets().last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SESSION_TAKEN_OVER)
+    );
+    assert!(h.cores[1].holds_session(&publisher));
+    assert_eq!(h.cores[0].session_away(&publisher), Some(1));
+    // Its end reaches the owner, which serves the next CONNECT itself.
+    h.send(
+        3,
+        &publisher,
+        Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }),
+    );
+    assert!(!h.cores[1].holds_session(&publisher));
+    assert_eq!(h.cores[0].session_away(&publisher), None);
+    h.connect(4, &publisher, ProtocolVersion::V3_1_1);
+    assert!(h.cores[0].holds_session(&publisher));
+}
+
+/// A clean start on the core that holds a moved session replaces it
+/// there: the owner keeps pointing at that core.
+#[test]
+fn a_clean_start_keeps_a_moved_session_where_it_is() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    let (publisher, subscriber) = split_pair(&h, "pub", "sub");
+    h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
+    h.subscribe(1, &subscriber, "t/1", QoS::AtMostOnce);
+    h.connect(2, &publisher, ProtocolVersion::V3_1_1);
+    for w in 0..3 {
+        trickle(&mut h, 2, &publisher, "t/1", 15, &format!("{w}"));
+    }
+    assert_eq!(h.move_publishers(), [(2, 0, 1)]);
+    h.connect(3, &publisher, ProtocolVersion::V3_1_1);
+    assert!(h.cores[1].holds_session(&publisher));
+    assert_eq!(h.cores[0].session_away(&publisher), Some(1));
+    assert!(!h.cores[0].holds_session(&publisher));
+}
+
+/// A moved publisher whose messages then go to its owner's core moves
+/// back, and the owner forgets it was away; with three cores it never
+/// moves from one non-owner to another.
+#[test]
+fn a_moved_publisher_goes_home_but_never_to_a_third_core() {
+    let mut h = Harness::new(3, MqttConfig::default());
+    let find = |h: &Harness, prefix: &str, core: usize| {
+        (0..)
+            .map(|i| format!("{prefix}-{i}"))
+            .find(|c| h.owner(c) == core)
+            .unwrap()
+    };
+    let publisher = find(&h, "pub", 0);
+    let on_1 = find(&h, "one", 1);
+    let on_2 = find(&h, "two", 2);
+    let home = find(&h, "home", 0);
+    h.connect(1, &on_1, ProtocolVersion::V3_1_1);
+    h.subscribe(1, &on_1, "to/1", QoS::AtMostOnce);
+    h.connect(2, &on_2, ProtocolVersion::V3_1_1);
+    h.subscribe(2, &on_2, "to/2", QoS::AtMostOnce);
+    h.connect(3, &home, ProtocolVersion::V3_1_1);
+    h.subscribe(3, &home, "to/0", QoS::AtMostOnce);
+    h.connect(4, &publisher, ProtocolVersion::V3_1_1);
+    for w in 0..3 {
+        trickle(&mut h, 4, &publisher, "to/1", 12, &format!("{w}"));
+    }
+    assert_eq!(h.move_publishers(), [(4, 0, 1)]);
+    for w in 0..5 {
+        trickle(&mut h, 4, &publisher, "to/2", 12, &format!("{w}"));
+    }
+    assert!(h.move_publishers().is_empty(), "not from core 1 to core 2");
+    for w in 0..3 {
+        trickle(&mut h, 4, &publisher, "to/0", 12, &format!("{w}"));
+    }
+    assert_eq!(h.move_publishers(), [(4, 1, 0)]);
+    assert!(h.cores[0].holds_session(&publisher));
+    assert_eq!(h.cores[0].session_away(&publisher), None);
+    assert_eq!(payloads(&h.output(3)).len(), 36);
+}
+
+/// Publishers that stay: to both cores, to its own core, to nobody, too
+/// busy, too quiet, at QoS 1, with a subscription, or with moves off.
+#[test]
+fn publishers_that_spread_are_busy_or_subscribe_stay() {
+    type Setup = fn(&mut Harness, &str, &str);
+    fn stays(config: MqttConfig, setup: Setup, topic: &str, n: usize, qos: QoS) {
+        let mut h = Harness::new(2, config);
+        let (publisher, subscriber) = split_pair(&h, "pub", "sub");
+        let (local, _) = split_pair(&h, "local", "unused");
+        h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
+        h.subscribe(1, &subscriber, "t/#", QoS::AtLeastOnce);
+        h.connect(2, &local, ProtocolVersion::V3_1_1);
+        h.subscribe(2, &local, "both/#", QoS::AtMostOnce);
+        h.connect(3, &publisher, ProtocolVersion::V3_1_1);
+        setup(&mut h, &publisher, &subscriber);
+        for _ in 0..4 {
+            for k in 0..n {
+                h.send(
+                    3,
+                    &publisher,
+                    Packet::Publish(Publish {
+                        topic: ByteString::from(topic),
+                        payload: Bytes::from_static(b"m"),
+                        qos,
+                        packet_id: if qos == QoS::AtMostOnce {
+                            0
+                        } else {
+                            k as u16 + 1
+                        },
+                        ..Default::default()
+                    }),
+                );
+            }
+            h.advance(Duration::from_millis(200));
+            assert!(h.move_publishers().is_empty(), "{topic} x{n} {qos:?}");
+        }
+    }
+    let none: Setup = |_, _, _| {};
+    let default = MqttConfig::default;
+    stays(default(), none, "t/1", 2_001, QoS::AtMostOnce);
+    stays(default(), none, "t/1", 9, QoS::AtMostOnce);
+    stays(default(), none, "t/1", 20, QoS::AtLeastOnce);
+    stays(default(), none, "nobody", 20, QoS::AtMostOnce);
+    stays(default(), none, "both/1", 20, QoS::AtMostOnce);
+    let off = MqttConfig {
+        move_publishers: false,
+        ..MqttConfig::default()
+    };
+    stays(off, none, "t/1", 20, QoS::AtMostOnce);
+    // Subscribed to its own topic: a delivery on its core too.
+    let own: Setup = |h, p, _| {
+        h.subscribe(3, p, "t/1", QoS::AtMostOnce);
+    };
+    stays(default(), own, "t/1", 20, QoS::AtMostOnce);
+    // Subscribed elsewhere: it has state to keep.
+    let other: Setup = |h, p, _| {
+        h.subscribe(3, p, "elsewhere", QoS::AtMostOnce);
+    };
+    stays(default(), other, "t/1", 20, QoS::AtMostOnce);
+    // Subscribers on both cores.
+    let both: Setup = |h, _, s| {
+        h.subscribe(1, s, "both/#", QoS::AtMostOnce);
+    };
+    stays(default(), both, "both/1", 20, QoS::AtMostOnce);
 }

@@ -186,6 +186,21 @@ impl ConnIo {
         self.readable.set(false);
     }
 
+    /// Whether the connection can leave for another core as it is:
+    /// connected and open, nothing unwritten and no writer task, not held
+    /// or left unread.
+    pub(crate) fn can_move(&self) -> bool {
+        !self.connecting.get()
+            && !self.closed.get()
+            && !self.done.get()
+            && !self.ended.get()
+            && !self.writing.get()
+            && !self.held.get()
+            && !self.congested.get()
+            && !self.stalled.get()
+            && self.buf.borrow().is_empty()
+    }
+
     pub(crate) fn is_held(&self) -> bool {
         self.held.get()
     }

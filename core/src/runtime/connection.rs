@@ -16,8 +16,8 @@ use robustmq_protocol::mqtt::{
 
 use super::conn_io::{ConnIo, ReadState};
 use super::core_loop::Core;
-use super::HandOff;
-use crate::broker::{route_connect, ConnId, ConnectRoute, CoreBroker};
+use super::{HandOff, HandOffKind, Move};
+use crate::broker::{owner_core, route_connect, ConnId, ConnectRoute, CoreBroker};
 
 /// Bytes asked of the socket per read: the core's shared buffer has room
 /// for at least this much.
@@ -76,25 +76,26 @@ fn connect_step(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step 
     } else {
         None
     };
-    match route_connect(&mut connect, core.cores(), || core.assign_client_id()) {
+    let assigned = match route_connect(&mut connect, core.cores(), || core.assign_client_id()) {
         ConnectRoute::Refuse(ack) => {
             io.encode_packet(version, &Packet::ConnAck(*ack));
             io.close();
-            Step::End
+            return Step::End;
         }
-        ConnectRoute::Owner {
-            core: owner,
-            assigned,
-        } if owner != core.id() => {
+        ConnectRoute::Owner { assigned, .. } => assigned,
+    };
+    match connect_destination(core, &connect.client_id, HandOffKind::Accepted) {
+        Some((dest, kind)) => {
             match super::dup_fd(io.fd()) {
                 Ok(fd) => core.hand_off(
-                    owner,
+                    dest,
                     HandOff {
                         fd,
                         connect,
                         assigned,
                         leftover: std::mem::take(&mut read.pending).freeze(),
                         peer,
+                        kind,
                     },
                 ),
                 Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
@@ -104,7 +105,7 @@ fn connect_step(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step 
             leave(core, io);
             Step::Gone
         }
-        ConnectRoute::Owner { assigned, .. } => {
+        None => {
             io.set_connected(version);
             core.stop_watching_connect(io.id());
             core.broker.borrow_mut().on_connect(
@@ -153,8 +154,42 @@ fn detach_connect(c: &mut Connect) {
     }
 }
 
-/// A connection handed over by the core that read its CONNECT.
-pub(crate) fn serve_handed_off(core: &Rc<Core>, h: HandOff) {
+/// Where a CONNECT read or handed over as `kind` goes from this core:
+/// `None` to stay, or the core to hand it to and as what. A session moved
+/// away from its owner (`broker::affinity`) is served where it is: the
+/// owner forwards the CONNECT there, and that core returns it if it holds
+/// no session for the client any more (then the owner has learnt so,
+/// the cores' channel keeping the order). Three hops at most.
+fn connect_destination(
+    core: &Core,
+    client_id: &str,
+    kind: HandOffKind,
+) -> Option<(usize, HandOffKind)> {
+    let broker = core.broker.borrow();
+    let me = broker.core();
+    let owner = owner_core(client_id, broker.context().cores);
+    match kind {
+        HandOffKind::Accepted if owner != me => Some((owner, HandOffKind::Accepted)),
+        HandOffKind::Accepted => broker
+            .session_away(client_id)
+            .map(|held| (held, HandOffKind::Forwarded)),
+        HandOffKind::Forwarded if owner == me || broker.holds_session(client_id) => None,
+        HandOffKind::Forwarded => Some((owner, HandOffKind::Returned)),
+        HandOffKind::Returned => None,
+    }
+}
+
+/// A connection handed over by the core that read its CONNECT (or by the
+/// owner of its client id, or back to it).
+pub(crate) fn serve_handed_off(core: &Rc<Core>, mut h: HandOff) {
+    if h.kind == HandOffKind::Returned {
+        core.broker.borrow_mut().forget_away(&h.connect.client_id);
+    }
+    if let Some((dest, kind)) = connect_destination(core, &h.connect.client_id, h.kind) {
+        h.kind = kind;
+        core.hand_off(dest, h);
+        return;
+    }
     let config = core.config();
     let read = ReadState {
         decoder: Decoder::with_version(h.connect.protocol, config.max_packet_size as usize),
@@ -188,6 +223,83 @@ fn connected(
         .on_connect(conn_id, connect, assigned, ip, Instant::now());
     core.flush();
     // Bytes that came with CONNECT, or before the socket was watched.
+    io.wake_reader();
+}
+
+/// Carries out the moves the broker chose at its tick (see
+/// `broker::affinity`): a publisher's socket, decoder and session go to the
+/// core its messages go to, behind everything this core sent there. One
+/// that cannot go as it is now (bytes unwritten or half a packet read,
+/// held, or this core's messages still unprocessed at a third core) stays;
+/// the broker picks it again at a later tick.
+pub(crate) fn move_publishers(core: &Rc<Core>) {
+    let moves = core.broker.borrow_mut().take_moves();
+    for (conn, dest) in moves {
+        let Some(io) = core.conns.borrow().get(&conn).cloned() else {
+            continue;
+        };
+        if !io.can_move() || !io.read.borrow().pending.is_empty() || core.mesh_busy_beyond(dest) {
+            continue;
+        }
+        let fd = match super::dup_fd(io.fd()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(conn, "cannot move a connection: {e}");
+                continue;
+            }
+        };
+        let Some(session) = core.broker.borrow_mut().move_out(conn, dest) else {
+            continue;
+        };
+        let limit = core.config().max_packet_size as usize;
+        let decoder = std::mem::replace(&mut io.read.borrow_mut().decoder, Decoder::new(limit));
+        // This core's descriptor closes as the connection leaves it.
+        io.end_read();
+        leave(core, &io);
+        core.send_move(
+            dest,
+            Move {
+                fd,
+                session,
+                decoder,
+            },
+        );
+    }
+}
+
+/// A publisher moved here from another core, with its session.
+pub(crate) fn serve_moved(core: &Rc<Core>, m: Move) {
+    let Move {
+        fd,
+        session,
+        decoder,
+    } = m;
+    let conn_id = core.new_conn_id();
+    let raw = fd.as_raw_fd();
+    let read = ReadState {
+        decoder,
+        pending: BytesMut::new(),
+    };
+    let version = session.version();
+    let io = Rc::new(ConnIo::new(conn_id, version, fd, read, Rc::downgrade(core)));
+    let now = Instant::now();
+    if core
+        .broker
+        .borrow_mut()
+        .move_in(conn_id, session, now)
+        .is_err()
+    {
+        // The socket closes as `io` drops.
+        return;
+    }
+    core.conns.borrow_mut().insert(conn_id, io.clone());
+    if let Err(e) = core.poller.register(raw, conn_id) {
+        tracing::warn!(conn_id, "cannot watch a moved connection: {e}");
+        end(core, &io);
+        return;
+    }
+    // Bytes that arrived on the way are read now (and epoll reports a
+    // socket that has data when it is added).
     io.wake_reader();
 }
 

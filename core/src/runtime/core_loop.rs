@@ -17,7 +17,7 @@ use super::conn_io::ConnIo;
 use super::connection;
 use super::notify::LocalNotify;
 use super::poller::{self, Poller};
-use super::{CoreEvent, HandOff, MeshMsg};
+use super::{CoreEvent, HandOff, MeshMsg, Move};
 use crate::broker::mesh::{batch_weight, MESH_WINDOW};
 use crate::broker::metrics::CoreMetrics;
 use crate::broker::{BrokerContext, ConnId, CoreBroker};
@@ -147,10 +147,29 @@ impl Core {
     }
 
     pub(crate) fn hand_off(&self, core: usize, h: HandOff) {
-        self.pending_mesh
-            .borrow_mut()
-            .push((core, MeshMsg::HandOff(h)));
+        self.send_after_messages(core, MeshMsg::HandOff(h));
+    }
+
+    /// Sends a publisher moving to `core`.
+    pub(crate) fn send_move(&self, core: usize, m: Move) {
+        self.send_after_messages(core, MeshMsg::Move(Box::new(m)));
+    }
+
+    /// Queues `msg` for `core` behind every message queued before it (by
+    /// the broker's flush or otherwise): the mesh sender keeps the order.
+    fn send_after_messages(&self, core: usize, msg: MeshMsg) {
+        self.pending_mesh.borrow_mut().push((core, msg));
         self.mesh_notify.notify();
+    }
+
+    /// Whether this core has messages not yet processed by a core other
+    /// than `dest`: a publisher moving to `dest` now could have an earlier
+    /// message overtaken there by a later one.
+    pub(crate) fn mesh_busy_beyond(&self, dest: usize) -> bool {
+        let me = self.id();
+        (0..self.cores())
+            .filter(|&c| c != me && c != dest)
+            .any(|c| self.windows.count(me, c).load(Ordering::Acquire) > 0)
     }
 
     /// Runs `f` on this core's counters.
@@ -426,6 +445,7 @@ fn on_mesh_message(core: &Rc<Core>, peer: usize, msg: MeshMsg) {
         MeshMsg::HandOff(h) => {
             connection::serve_handed_off(core, h);
         }
+        MeshMsg::Move(m) => connection::serve_moved(core, *m),
     }
     core.flush();
 }
@@ -456,6 +476,8 @@ async fn tick_loop(core: &Rc<Core>, shutdown: &AtomicBool) {
         let now = Instant::now();
         core.broker.borrow_mut().tick(now);
         core.flush();
+        // After the flush: a publisher moves behind its messages.
+        connection::move_publishers(core);
         core.ticks.set(core.ticks.get().wrapping_add(1));
         sweep(core);
         core.poller.nudge();

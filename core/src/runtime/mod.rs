@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
-use robustmq_protocol::mqtt::Connect;
+use robustmq_protocol::mqtt::{Connect, Decoder};
 
 use crate::broker::mesh::CoreMsg;
 use crate::broker::metrics::Metrics;
-use crate::broker::BrokerContext;
+use crate::broker::{BrokerContext, MovedSession};
 use crate::config::ServerConfig;
 
 /// How long a core runs tasks before glommio polls its rings. Tasks that
@@ -58,15 +58,38 @@ pub(crate) enum MeshMsg {
     Broker(Vec<CoreMsg>),
     /// A connection whose CONNECT was read on another core.
     HandOff(HandOff),
+    /// A connected publisher moved here with its session.
+    Move(Box<Move>),
 }
 
-/// A connection handed to the core that owns its client id.
+/// A connection handed to the core that owns its client id, or by the
+/// owner to the core that holds the session.
 pub(crate) struct HandOff {
     fd: OwnedFd,
     connect: Box<Connect>,
     assigned: bool,
     leftover: Bytes,
     peer: Option<SocketAddr>,
+    kind: HandOffKind,
+}
+
+/// Who hands a connection over, and so what the receiver does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandOffKind {
+    /// The core that accepted it, to the owner of its client id.
+    Accepted,
+    /// The owner, to the core its client's session moved to.
+    Forwarded,
+    /// That core, back to the owner: it holds no session for the client.
+    Returned,
+}
+
+/// A connected publisher and its session, on the way to the core its
+/// messages go to (see `broker::affinity`).
+pub(crate) struct Move {
+    fd: OwnedFd,
+    session: MovedSession,
+    decoder: Decoder,
 }
 
 /// The running broker.
@@ -130,9 +153,9 @@ impl Running {
 
 /// Duplicates a descriptor.
 pub(crate) fn dup_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: dup has no memory-safety preconditions; it returns a new
-    // descriptor or -1.
-    let new = unsafe { libc::dup(fd) };
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) has no memory-safety preconditions;
+    // it returns a new descriptor (closed on exec, as the original) or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if new < 0 {
         return Err(std::io::Error::last_os_error());
     }

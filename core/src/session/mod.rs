@@ -205,6 +205,18 @@ impl Session {
         self.queue.len()
     }
 
+    /// Whether the session holds nothing but its link: no subscription,
+    /// no message in flight either way, none queued, no packet unsent.
+    /// Such a session can move to another core whole (see the broker's
+    /// `affinity` module).
+    pub fn only_link_state(&self) -> bool {
+        self.subscriptions.is_empty()
+            && self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.inbound_qos2.is_empty()
+            && self.out.is_empty()
+    }
+
     /// The subscriptions, by filter.
     pub fn subscriptions(&self) -> &SessionMap<ByteString, Subscription> {
         &self.subscriptions
