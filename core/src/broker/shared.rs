@@ -120,20 +120,64 @@ impl SharedGroups {
     }
 }
 
-/// FNV-1a: a stable hash for picking owners and members. Stable across
-/// processes and versions, unlike `std`'s randomly seeded hasher.
+/// A stable hash for picking owners and members (stable across processes
+/// and versions, unlike `std`'s randomly seeded hasher): FNV-1a, then
+/// MurmurHash3's 64-bit finalizer. FNV-1a alone is weak in its low bits,
+/// which `% cores` takes: bit k of it depends only on bits 0..=k of the
+/// bytes, so with two cores a client's core was the parity of its bytes'
+/// low bits, and `bench-pub-7` and `bench-sub-7` (`p` and `s` differ
+/// there) always landed on different cores.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         hash ^= u64::from(*b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    hash
+    fmix64(hash)
+}
+
+/// Makes every bit of the result depend on every bit of `h`.
+fn fmix64(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ids that differ in one character land on either core about as
+    /// often as a coin says, whatever the character's low bit.
+    #[test]
+    fn ids_that_differ_in_one_letter_spread_over_the_cores() {
+        let same = (0..1000)
+            .filter(|i| {
+                let a = fnv1a(format!("bench-pub-{i}").as_bytes()) % 2;
+                let b = fnv1a(format!("bench-sub-{i}").as_bytes()) % 2;
+                a == b
+            })
+            .count();
+        assert!(
+            (400..=600).contains(&same),
+            "{same} of 1000 on the same core"
+        );
+        for cores in [2u64, 3, 4, 8] {
+            let mut counts = vec![0usize; cores as usize];
+            for i in 0..8000 {
+                counts[(fnv1a(format!("sensor-{i:05}").as_bytes()) % cores) as usize] += 1;
+            }
+            let fair = 8000 / cores as usize;
+            assert!(
+                counts
+                    .iter()
+                    .all(|&c| c > fair * 9 / 10 && c < fair * 11 / 10),
+                "{cores} cores: {counts:?}"
+            );
+        }
+    }
 
     fn member(id: &'static str) -> ShareMember {
         ShareMember {

@@ -253,7 +253,7 @@ impl Drop for Broker {
 
 /// FNV-1a, as the broker uses to pick the core owning a client id.
 pub fn owner_core(client_id: &str, cores: usize) -> usize {
-    (robustmq_core::broker::shared::fnv1a(client_id.as_bytes()) % cores as u64) as usize
+    robustmq_core::broker::owner_core(client_id, cores)
 }
 
 /// A client id starting with `prefix` owned by `core`.
