@@ -146,3 +146,61 @@ fn qos1_fanin_and_p2p_against_robust_server() {
     assert_eq!(v["lost"], 0, "{v}");
     assert_eq!(v["foreign"], 0, "{v}");
 }
+
+/// The broker's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A shared subscription whose four members sit on one core (the bench's
+/// ids `bench-sub-0..3` all hash to core 1) and whose group is owned by the
+/// other (`g/t/#` hashes to core 0), fed by unthrottled QoS 1 publishers
+/// on both: the group's owner forwards every message to the members'
+/// core, which also reads most publishers. Nothing may be lost, and the
+/// broker's memory must stay bounded (it grew by 130 MB/s in a release
+/// build, the forwarded messages queueing on the group owner's core).
+#[test]
+fn a_shared_group_on_the_other_core_keeps_memory_bounded() {
+    let broker = start_broker();
+    let pid = broker.child.id();
+    let baseline = rss_bytes(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let v = bench(
+        broker.port,
+        &[
+            "sharesub",
+            "--qos",
+            "1",
+            "--duration",
+            "4",
+            "--warmup",
+            "0.5",
+        ],
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    assert_eq!(v["lost"], 0, "{v}");
+    assert!(v["received"].as_u64().unwrap() > 0, "{v}");
+    let grown = peak.saturating_sub(baseline);
+    assert!(
+        grown < 64 << 20,
+        "RSS grew {} MB ({baseline} -> {peak} bytes): {v}",
+        grown >> 20
+    );
+}
