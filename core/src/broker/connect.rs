@@ -135,7 +135,7 @@ impl CoreBroker {
         entry.will_delay = will_delay;
         entry.username = connect.username.clone();
         entry.problem_information = p.request_problem_information != Some(0);
-        entry.ip = ip;
+        entry.ip = ip.map(Box::new);
         entry.session.attach(params, now);
         entry.session.send(Packet::ConnAck(ConnAck {
             session_present,

@@ -113,7 +113,10 @@ struct SessionEntry {
     /// DISCONNECT (5.0 Request Problem Information).
     problem_information: bool,
     username: Option<ByteString>,
-    ip: Option<IpAddr>,
+    /// The client's address, known only when an ACL rule names addresses
+    /// (boxed: 8 bytes instead of 17 in every session, see
+    /// `a_session_entry_stays_within_376_bytes`).
+    ip: Option<Box<IpAddr>>,
     /// Its connection is in the broker's dirty set: a delivery or an
     /// acknowledgement need not insert it again (a set insert per message
     /// was 3% of the broker's instructions in fan-in). Cleared when the

@@ -159,7 +159,7 @@ impl CoreBroker {
         let info = ClientInfo {
             client_id,
             username: entry.username.as_deref(),
-            ip: entry.ip,
+            ip: entry.ip.as_deref().copied(),
         };
         let allowed = self.ctx.acl.check(&info, Access::Publish, &publish.topic);
         let reason = if !allowed {

@@ -94,7 +94,7 @@ impl CoreBroker {
         let info = ClientInfo {
             client_id,
             username: entry.username.as_deref(),
-            ip: entry.ip,
+            ip: entry.ip.as_deref().copied(),
         };
         if !self.ctx.acl.check(&info, Access::Subscribe, &filter) {
             tracing::debug!(%client_id, %filter, "subscribe denied by ACL");

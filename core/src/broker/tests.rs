@@ -1129,7 +1129,7 @@ fn publishers_that_spread_are_busy_or_subscribe_stay() {
     }
     let none: Setup = |_, _, _| {};
     let default = MqttConfig::default;
-    stays(default(), none, "t/1", 2_001, QoS::AtMostOnce);
+    stays(default(), none, "t/1", 251, QoS::AtMostOnce);
     stays(default(), none, "t/1", 9, QoS::AtMostOnce);
     stays(default(), none, "t/1", 20, QoS::AtLeastOnce);
     stays(default(), none, "nobody", 20, QoS::AtMostOnce);
