@@ -1,6 +1,6 @@
 //! The broker of one core, with no I/O: it owns the sessions whose client
 //! ids hash to this core (but for publishers moved to the core their
-//! messages go to, see [`affinity`]), the topic trie of their subscriptions, a replica
+//! messages go to, see `affinity`), the topic trie of their subscriptions, a replica
 //! of the route index (filter -> cores) and of the retained messages, and
 //! the shared subscription groups that hash to this core.
 //!
