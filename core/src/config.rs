@@ -150,7 +150,7 @@ impl Default for MqttConfig {
             max_keepalive: 300,
             max_connections: 1_000_000,
             max_packet_size: 1024 * 1024,
-            max_inflight: 128,
+            max_inflight: 256,
             max_queued_messages: 1000,
             queue_drop_policy: DropPolicy::DropOldest,
             queue_qos0_offline: false,
