@@ -166,16 +166,37 @@ fn connect_destination(
     kind: HandOffKind,
 ) -> Option<(usize, HandOffKind)> {
     let broker = core.broker.borrow();
-    let me = broker.core();
-    let owner = owner_core(client_id, broker.context().cores);
-    match kind {
-        HandOffKind::Accepted if owner != me => Some((owner, HandOffKind::Accepted)),
-        HandOffKind::Accepted => broker
-            .session_away(client_id)
-            .map(|held| (held, HandOffKind::Forwarded)),
-        HandOffKind::Forwarded if owner == me || broker.holds_session(client_id) => None,
-        HandOffKind::Forwarded => Some((owner, HandOffKind::Returned)),
-        HandOffKind::Returned => None,
+    let here = Whereabouts {
+        me: broker.core(),
+        owner: owner_core(client_id, broker.context().cores),
+        away: broker.session_away(client_id),
+        holds: broker.holds_session(client_id),
+    };
+    here.next_hop(kind)
+}
+
+/// What a core knows of a client's session when a CONNECT for it comes.
+#[derive(Debug, Clone, Copy)]
+struct Whereabouts {
+    me: usize,
+    owner: usize,
+    /// Where the owner's record says the session is (on the owner only).
+    away: Option<usize>,
+    /// This core holds the session.
+    holds: bool,
+}
+
+impl Whereabouts {
+    fn next_hop(self, kind: HandOffKind) -> Option<(usize, HandOffKind)> {
+        match kind {
+            HandOffKind::Accepted if self.owner != self.me => {
+                Some((self.owner, HandOffKind::Accepted))
+            }
+            HandOffKind::Accepted => self.away.map(|held| (held, HandOffKind::Forwarded)),
+            HandOffKind::Forwarded if self.owner == self.me || self.holds => None,
+            HandOffKind::Forwarded => Some((self.owner, HandOffKind::Returned)),
+            HandOffKind::Returned => None,
+        }
     }
 }
 
@@ -590,4 +611,48 @@ fn leave(core: &Core, io: &ConnIo) {
     core.stop_watching_connect(io.id());
     core.poller.deregister(io.fd());
     core.conns.borrow_mut().remove(&io.id());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HandOffKind::*;
+
+    fn at(me: usize, owner: usize, away: Option<usize>, holds: bool) -> Whereabouts {
+        Whereabouts {
+            me,
+            owner,
+            away,
+            holds,
+        }
+    }
+
+    /// Every path a CONNECT can take: to the owner, on to the core that
+    /// holds a moved session, and back when that core no longer does.
+    #[test]
+    fn a_connect_reaches_the_session_in_three_hops_at_most() {
+        // Accepted on the owner, session here: stays.
+        assert_eq!(at(0, 0, None, true).next_hop(Accepted), None);
+        // Accepted elsewhere: to the owner.
+        assert_eq!(
+            at(1, 0, None, false).next_hop(Accepted),
+            Some((0, Accepted))
+        );
+        // The owner knows the session moved to core 2: forwarded there.
+        assert_eq!(
+            at(0, 0, Some(2), false).next_hop(Accepted),
+            Some((2, Forwarded))
+        );
+        // Core 2 holds it: served there.
+        assert_eq!(at(2, 0, None, true).next_hop(Forwarded), None);
+        // Core 2 no longer holds it (it ended or went home): returned.
+        assert_eq!(
+            at(2, 0, None, false).next_hop(Forwarded),
+            Some((0, Returned))
+        );
+        // A returned CONNECT stays on the owner, whatever its record says
+        // (the caller drops a stale record first).
+        assert_eq!(at(0, 0, Some(2), false).next_hop(Returned), None);
+        assert_eq!(at(0, 0, None, false).next_hop(Returned), None);
+    }
 }
