@@ -64,3 +64,8 @@ fn paho_v5_subscription_options() {
 fn paho_acl_sys() {
     run_script("acl_sys.py");
 }
+
+#[test]
+fn paho_moves_under_churn() {
+    run_script("moves_under_churn.py");
+}

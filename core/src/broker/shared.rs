@@ -149,6 +149,13 @@ fn fmix64(mut h: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// The value the test clients' copies of the hash are checked against
+    /// (core/tests/paho/common.py).
+    #[test]
+    fn the_owner_hash_of_a_known_id() {
+        assert_eq!(fnv1a(b"robustmq"), 0x8dc8_b19f_678a_f3ac);
+    }
+
     /// Ids that differ in one character land on either core about as
     /// often as a coin says, whatever the character's low bit.
     #[test]

@@ -25,15 +25,25 @@ def args():
 
 
 def fnv1a(data: bytes) -> int:
+    """The broker's owner hash: FNV-1a, then MurmurHash3's finalizer."""
+    m = 0xFFFFFFFFFFFFFFFF
     h = 0xCBF29CE484222325
     for b in data:
         h ^= b
-        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
+        h = (h * 0x100000001B3) & m
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & m
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & m
+    return h ^ (h >> 33)
+
+
+# The same value as the broker's unit test `the_owner_hash_of_a_known_id`.
+assert fnv1a(b"robustmq") == 0x8DC8B19F678AF3AC
 
 
 def id_on_core(prefix: str, core: int) -> str:
-    """A client id owned by `core` (the broker's FNV-1a(client id) % cores)."""
+    """A client id owned by `core` (the broker's hash of it % cores)."""
     i = 0
     while True:
         cid = f"{prefix}-{i}"
