@@ -41,7 +41,7 @@ use bytestring::ByteString;
 use robustmq_protocol::mqtt::{ProtocolVersion, QoS};
 
 use super::mesh::CoreMsg;
-use super::{owner_core, ConnEntry, ConnId, CoreBroker, SessionEntry, SessionKey};
+use super::{owner_core, ConnId, CoreBroker, SessionEntry, SessionKey};
 use crate::hash::HashMap;
 use crate::message::Message;
 
@@ -252,16 +252,7 @@ impl CoreBroker {
         entry.session.touch(now);
         let deadline = entry.session.keep_alive_deadline();
         let key = self.sessions.insert(client_id.clone(), entry);
-        self.conns.insert(
-            conn,
-            ConnEntry {
-                session: key,
-                version,
-            },
-        );
-        if let Some(at) = deadline {
-            self.keep_alive_due.push(at, conn);
-        }
+        self.attach_conn(conn, key, version, deadline);
         if owner_core(&client_id, self.ctx.cores) == self.ctx.core {
             self.affinity.away.remove(&client_id);
         }

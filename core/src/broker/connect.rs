@@ -144,21 +144,26 @@ impl CoreBroker {
         }));
         entry.session.resume(now);
         let keep_alive = entry.session.keep_alive_deadline();
-        self.conns.insert(
-            conn,
-            ConnEntry {
-                session: session_key,
-                version,
-            },
-        );
+        self.attach_conn(conn, session_key, version, keep_alive);
+        self.metrics().connections.fetch_add(1, Relaxed);
+        self.dirty.insert(conn);
+    }
+
+    /// Records a connection of a session, and its keep-alive deadline.
+    pub(super) fn attach_conn(
+        &mut self,
+        conn: ConnId,
+        session: SessionKey,
+        version: ProtocolVersion,
+        keep_alive: Option<Instant>,
+    ) {
+        self.conns.insert(conn, ConnEntry { session, version });
         if let Some(at) = keep_alive {
             self.keep_alive_due.push(at, conn);
             let conns = &self.conns;
             self.keep_alive_due
                 .compact(conns.len(), |_, c| conns.contains_key(c));
         }
-        self.metrics().connections.fetch_add(1, Relaxed);
-        self.dirty.insert(conn);
     }
 
     fn refuse_connect(&self, connect: &Connect, ip: Option<IpAddr>) -> Option<ReasonCode> {
