@@ -169,13 +169,13 @@ impl CoreBroker {
                 Some(&(dest, n)) if dest == tally.dest => n.saturating_add(1),
                 _ => 1,
             };
+            // Kept until it moves (`move_out` drops it): one that cannot
+            // move now, or that the runtime cannot send now, is tried again
+            // at the next window that agrees.
+            self.affinity.streaks.insert(key, (tally.dest, run));
             let dest = usize::from(tally.dest);
-            match self.movable(key, dest) {
-                Some(conn) if run >= STREAK => self.affinity.moves.push((conn, dest)),
-                // Kept: it moves once it can.
-                _ => {
-                    self.affinity.streaks.insert(key, (tally.dest, run));
-                }
+            if let (Some(conn), true) = (self.movable(key, dest), run >= STREAK) {
+                self.affinity.moves.push((conn, dest));
             }
         }
     }

@@ -1155,3 +1155,21 @@ fn publishers_that_spread_are_busy_or_subscribe_stay() {
     };
     stays(default(), both, "both/1", 20, QoS::AtMostOnce);
 }
+
+/// A move the runtime could not carry out (its socket had bytes to write,
+/// its core messages unprocessed elsewhere) is chosen again at the next
+/// window that agrees, not after three more.
+#[test]
+fn a_move_not_carried_out_is_chosen_again_at_the_next_window() {
+    let mut h = Harness::new(2, MqttConfig::default());
+    let (publisher, subscriber) = split_pair(&h, "pub", "sub");
+    h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
+    h.subscribe(1, &subscriber, "t/1", QoS::AtMostOnce);
+    h.connect(2, &publisher, ProtocolVersion::V3_1_1);
+    for w in 0..3 {
+        trickle(&mut h, 2, &publisher, "t/1", 15, &format!("{w}"));
+    }
+    assert_eq!(h.cores[0].take_moves(), [(2, 1)], "chosen, and dropped");
+    trickle(&mut h, 2, &publisher, "t/1", 15, "again");
+    assert_eq!(h.move_publishers(), [(2, 0, 1)]);
+}
