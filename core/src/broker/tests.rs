@@ -959,6 +959,21 @@ fn trickle(h: &mut Harness, conn: ConnId, client: &str, topic: &str, n: usize, t
     h.advance(Duration::from_millis(200));
 }
 
+/// Two cores; a subscriber (connection 1) to `t/1` on core 1, and a
+/// publisher (connection 2) on core 0 that has sent it three windows of
+/// messages: due to move.
+fn three_windows_of_a_trickle() -> (Harness, String) {
+    let mut h = Harness::new(2, MqttConfig::default());
+    let (publisher, subscriber) = split_pair(&h, "pub", "sub");
+    h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
+    h.subscribe(1, &subscriber, "t/1", QoS::AtMostOnce);
+    h.connect(2, &publisher, ProtocolVersion::V3_1_1);
+    for w in 0..3 {
+        trickle(&mut h, 2, &publisher, "t/1", 15, &format!("{w}"));
+    }
+    (h, publisher)
+}
+
 /// A publisher whose messages all go to a subscriber of the other core
 /// moves there after three windows, keeps its messages in order and in
 /// full, and is found through its owner: a new CONNECT takes the session
@@ -1035,14 +1050,7 @@ fn a_trickle_publisher_moves_to_its_subscribers_core() {
 /// there: the owner keeps pointing at that core.
 #[test]
 fn a_clean_start_keeps_a_moved_session_where_it_is() {
-    let mut h = Harness::new(2, MqttConfig::default());
-    let (publisher, subscriber) = split_pair(&h, "pub", "sub");
-    h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
-    h.subscribe(1, &subscriber, "t/1", QoS::AtMostOnce);
-    h.connect(2, &publisher, ProtocolVersion::V3_1_1);
-    for w in 0..3 {
-        trickle(&mut h, 2, &publisher, "t/1", 15, &format!("{w}"));
-    }
+    let (mut h, publisher) = three_windows_of_a_trickle();
     assert_eq!(h.move_publishers(), [(2, 0, 1)]);
     h.connect(3, &publisher, ProtocolVersion::V3_1_1);
     assert!(h.cores[1].holds_session(&publisher));
@@ -1161,14 +1169,7 @@ fn publishers_that_spread_are_busy_or_subscribe_stay() {
 /// window that agrees, not after three more.
 #[test]
 fn a_move_not_carried_out_is_chosen_again_at_the_next_window() {
-    let mut h = Harness::new(2, MqttConfig::default());
-    let (publisher, subscriber) = split_pair(&h, "pub", "sub");
-    h.connect(1, &subscriber, ProtocolVersion::V3_1_1);
-    h.subscribe(1, &subscriber, "t/1", QoS::AtMostOnce);
-    h.connect(2, &publisher, ProtocolVersion::V3_1_1);
-    for w in 0..3 {
-        trickle(&mut h, 2, &publisher, "t/1", 15, &format!("{w}"));
-    }
+    let (mut h, publisher) = three_windows_of_a_trickle();
     assert_eq!(h.cores[0].take_moves(), [(2, 1)], "chosen, and dropped");
     trickle(&mut h, 2, &publisher, "t/1", 15, "again");
     assert_eq!(h.move_publishers(), [(2, 0, 1)]);
