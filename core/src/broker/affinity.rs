@@ -38,12 +38,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use bytestring::ByteString;
-use robustmq_protocol::mqtt::{ProtocolVersion, QoS};
+use robustmq_protocol::mqtt::ProtocolVersion;
 
 use super::mesh::CoreMsg;
 use super::{owner_core, ConnId, CoreBroker, SessionEntry, SessionKey};
 use crate::hash::HashMap;
-use crate::message::Message;
 
 /// Fewer messages in a window: too few to tell where the publisher's
 /// messages go (a window is a tick, 200 ms: 50 messages/s).
@@ -131,13 +130,14 @@ impl MovedSession {
 }
 
 impl CoreBroker {
-    /// Counts where a message of a session's client went.
-    pub(super) fn note_reach(&mut self, session: SessionKey, message: &Message, reach: Reach) {
+    /// Counts where a message of a session's client went; `trickle`: it
+    /// was QoS 0 and not retained, the only kind a move is made for.
+    pub(super) fn note_reach(&mut self, session: SessionKey, trickle: bool, reach: Reach) {
         if !self.ctx.config.move_publishers || self.ctx.cores == 1 {
             return;
         }
         let single = reach.cores.count_ones() == 1;
-        let dest = if single && !reach.local && !message.retain && message.qos == QoS::AtMostOnce {
+        let dest = if single && !reach.local && trickle {
             reach.cores.trailing_zeros() as u8
         } else {
             SPREAD

@@ -204,9 +204,11 @@ impl CoreBroker {
             core: self.ctx.core,
             conn,
         });
-        let message = Arc::new(message);
-        let reach = self.route_message(message.clone(), now);
-        self.note_reach(session, &message, reach);
+        // What the tally needs, read before the message moves on (no
+        // reference count taken for it).
+        let trickle = message.qos == QoS::AtMostOnce && !message.retain;
+        let reach = self.route_message(Arc::new(message), now);
+        self.note_reach(session, trickle, reach);
     }
 
     /// Routes a message: retained store (every core's replica), other
