@@ -5,9 +5,11 @@
 //! socket is registered, edge-triggered, in the core's epoll instance, and
 //! one task (this poller) reads the sockets that have data into a buffer
 //! the core shares, keeping per connection only the bytes of a packet
-//! that has not fully arrived. glommio offers no way to wait for an
-//! arbitrary descriptor; the poller waits for the epoll descriptor with a
-//! poll our copy of glommio adds (see [`wait_readable`]).
+//! that has not fully arrived. The core's executor sleeps in
+//! `epoll_wait` with this epoll descriptor in its set (our copy of
+//! glommio adds `watch_in_sleep`), so a socket's data wakes the thread
+//! straight from epoll; where that cannot be set up the poller waits for
+//! the descriptor with a poll through the ring (see [`wait_readable`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -254,6 +256,13 @@ fn accept_pending(core: &Rc<Core>) {
 /// most), in order, yielding to the core's other tasks after each pass.
 pub(crate) async fn run(core: Rc<Core>) {
     let epfd = core.poller.epfd.as_raw_fd();
+    let watched = match glommio::net::watch_in_sleep(epfd) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("cannot sleep in epoll, waiting through the ring: {e}");
+            false
+        }
+    };
     loop {
         core.poller.collect(&core);
         accept_pending(&core);
@@ -264,7 +273,15 @@ pub(crate) async fn run(core: Rc<Core>) {
                 futures_lite::future::yield_now().await;
                 continue;
             }
-            futures_lite::future::or(wait_readable(epfd), core.poller.queued.wait()).await;
+            if watched {
+                futures_lite::future::or(
+                    glommio::net::SleepWatch::new(),
+                    core.poller.queued.wait(),
+                )
+                .await;
+            } else {
+                futures_lite::future::or(wait_readable(epfd), core.poller.queued.wait()).await;
+            }
             continue;
         }
         // Back-pressure: a core whose messages to other cores pile up

@@ -870,10 +870,12 @@ impl Reactor {
         let (next_timer, woke) = self.process_external_events();
 
         // Block on I/O events.
-        match self
+        let waited = self
             .sys
-            .wait(timeout, next_timer, woke, || self.process_shared_channels())
-        {
+            .wait(timeout, next_timer, woke, || self.process_shared_channels());
+        // RobustMQ patch: the task waiting for the watched descriptor.
+        self.sys.fire_sleep_watch();
+        match waited {
             // Don't wait for the next loop to process timers or shared channels
             Ok(true) => {
                 self.process_external_events();

@@ -126,3 +126,48 @@ pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
     let source = crate::executor().reactor().poll_read_ready(fd);
     source.collect_rw().await.map(|_| ())
 }
+
+/// RobustMQ patch (see PATCHES.md): from now on the executor sleeps in
+/// `epoll_wait` on its rings and `fd`, and [`SleepWatch`] waits for `fd`
+/// to be readable. One descriptor per executor; must be called on it.
+pub fn watch_in_sleep(fd: RawFd) -> io::Result<()> {
+    crate::executor().reactor().sys.watch_in_sleep(fd)
+}
+
+/// RobustMQ patch: a future ready when the descriptor given to
+/// [`watch_in_sleep`] was seen readable (by a sleep, or by a check on a
+/// loop pass that did not sleep); ready at once if none was given.
+#[derive(Debug, Default)]
+pub struct SleepWatch {
+    /// The reactor this wait registered with: dropping the future may
+    /// happen after its executor is gone (a task dropped at shutdown).
+    waiting: Option<std::rc::Weak<crate::reactor::Reactor>>,
+}
+
+impl SleepWatch {
+    /// A new wait.
+    pub fn new() -> Self {
+        SleepWatch { waiting: None }
+    }
+}
+
+impl std::future::Future for SleepWatch {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let reactor = crate::executor().reactor();
+        let r = reactor.sys.poll_sleep_watch(cx);
+        self.waiting = r.is_pending().then(|| std::rc::Rc::downgrade(&reactor));
+        r
+    }
+}
+
+impl Drop for SleepWatch {
+    fn drop(&mut self) {
+        if let Some(reactor) = self.waiting.take().and_then(|r| r.upgrade()) {
+            reactor.sys.forget_sleep_watch();
+        }
+    }
+}

@@ -1222,6 +1222,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // RobustMQ patch: when the latency ring's timer was armed to fire.
+    latency_timer_deadline: Cell<Option<std::time::Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1238,6 +1240,43 @@ pub(crate) struct Reactor {
     blocking_thread: BlockingThreadPool,
 
     rings_depth: usize,
+
+    // RobustMQ patch: see `SleepWatch`.
+    sleep_watch: RefCell<Option<SleepWatch>>,
+}
+
+/// RobustMQ patch (PATCHES.md): the executor sleeps in `epoll_wait` on a
+/// set holding its two sleepable rings and one descriptor of the user's
+/// (RobustMQ's per-core epoll of client sockets) instead of in
+/// `io_uring_enter`, and wakes the task waiting for that descriptor
+/// itself: a socket's data then wakes the thread straight from epoll,
+/// without a completion through the ring and the link between the rings.
+pub(crate) struct SleepWatch {
+    epfd: std::os::fd::OwnedFd,
+    fd: RawFd,
+    /// The task waiting for `fd`.
+    waker: Option<std::task::Waker>,
+    /// `fd` was seen readable and nobody has been told.
+    seen: bool,
+    /// The last sleep already looked at `fd`.
+    slept: bool,
+}
+
+const WATCH_KEY: u64 = 2;
+
+/// RobustMQ patch: a sleep's deadline is the armed timer's, give or take
+/// the time between the two readings of the clock.
+fn same_deadline(
+    sleep: Option<std::time::Instant>,
+    armed: Option<std::time::Instant>,
+) -> bool {
+    match (sleep, armed) {
+        (Some(a), Some(b)) => {
+            let d = if a > b { a - b } else { b - a };
+            d < Duration::from_micros(50)
+        }
+        _ => false,
+    }
 }
 
 pub(crate) fn common_flags() -> PollFlags {
@@ -1353,6 +1392,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1360,7 +1400,130 @@ impl Reactor {
             eventfd_src,
             source_map,
             rings_depth: ring_depth,
+            sleep_watch: RefCell::new(None),
         })
+    }
+
+    /// RobustMQ patch: sleeps in epoll from now on, watching `fd` too.
+    pub(crate) fn watch_in_sleep(&self, fd: RawFd) -> io::Result<()> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: no preconditions; a new descriptor or -1.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let epfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(epfd) };
+        let main_fd = self.main_ring.borrow().ring_fd();
+        let lat_fd = self.latency_ring.borrow().ring_fd();
+        for (key, target) in [(0, main_fd), (1, lat_fd), (WATCH_KEY, fd)] {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: key,
+            };
+            // SAFETY: both descriptors are open; the kernel reads `ev`.
+            let r = unsafe {
+                libc::epoll_ctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&epfd),
+                    libc::EPOLL_CTL_ADD,
+                    target,
+                    &mut ev,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        *self.sleep_watch.borrow_mut() = Some(SleepWatch {
+            epfd,
+            fd,
+            waker: None,
+            seen: false,
+            slept: false,
+        });
+        Ok(())
+    }
+
+    /// RobustMQ patch: ready once the watched descriptor was seen readable.
+    pub(crate) fn poll_sleep_watch(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut watch = self.sleep_watch.borrow_mut();
+        let Some(watch) = watch.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        if std::mem::take(&mut watch.seen) {
+            return std::task::Poll::Ready(());
+        }
+        watch.waker = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+
+    /// RobustMQ patch: the waiting future went away.
+    pub(crate) fn forget_sleep_watch(&self) {
+        if let Some(watch) = self.sleep_watch.borrow_mut().as_mut() {
+            watch.waker = None;
+        }
+    }
+
+    /// RobustMQ patch: sleeps in epoll if a descriptor is watched (false
+    /// if none is: the caller sleeps in the ring).
+    fn sleep_in_epoll(&self) -> bool {
+        let mut watch = self.sleep_watch.borrow_mut();
+        let Some(watch) = watch.as_mut() else {
+            return false;
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 3];
+        // SAFETY: `events` has room for the 3 entries the kernel is told.
+        let n = unsafe {
+            libc::epoll_wait(
+                std::os::fd::AsRawFd::as_raw_fd(&watch.epfd),
+                events.as_mut_ptr(),
+                3,
+                -1,
+            )
+        };
+        // An interrupted wait (a ring's task work signals this thread) is
+        // a wake-up like another.
+        for ev in &events[..n.max(0) as usize] {
+            if ev.u64 == WATCH_KEY {
+                watch.seen = true;
+            }
+        }
+        watch.slept = true;
+        true
+    }
+
+    /// RobustMQ patch: tells the waiting task what the sleep saw, or, when
+    /// the executor did not sleep, whether the descriptor is readable now
+    /// (a busy executor must not keep its sockets waiting).
+    pub(crate) fn fire_sleep_watch(&self) {
+        let waker = {
+            let mut watch = self.sleep_watch.borrow_mut();
+            let Some(watch) = watch.as_mut() else {
+                return;
+            };
+            if watch.waker.is_none() {
+                watch.slept = false;
+                return;
+            }
+            if !std::mem::take(&mut watch.slept) && !watch.seen {
+                let mut pfd = libc::pollfd {
+                    fd: watch.fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; a zero timeout never blocks.
+                let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+                watch.seen = n > 0;
+            }
+            if !watch.seen {
+                return;
+            }
+            // `seen` stays set: the woken future takes it.
+            watch.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     pub(crate) fn id(&self) -> usize {
@@ -1824,22 +1987,48 @@ impl Reactor {
         // RobustMQ patch: an unfired preempt timer is kept when the executor
         // will not sleep and wants one again: re-arming it on every pass
         // cost a timeout and a cancellation through the ring each time.
-        let kept_preempt_timer = match self.latency_preemption_timeout_src.take() {
-            Some(src) if preempt_timer().is_some() && src.result().is_none() => Some(src),
-            other => {
-                drop(other);
-                None
-            }
-        };
+        //
+        // RobustMQ patch: before a sleep, an unfired timer whose deadline
+        // is the sleep's (the same user timer as the last sleep's) is kept
+        // as well, instead of cancelled and armed again.
+        let now = std::time::Instant::now();
+        let sleep_deadline = user_timer.map(|d| now + d);
+        let armed_deadline = self.latency_timer_deadline.get();
+        let (kept_preempt_timer, mut kept_sleep_timer) =
+            match self.latency_preemption_timeout_src.take() {
+                Some(src) if preempt_timer().is_some() && src.result().is_none() => {
+                    (Some(src), None)
+                }
+                Some(src)
+                    if src.result().is_none()
+                        && same_deadline(sleep_deadline, armed_deadline) =>
+                {
+                    (None, Some(src))
+                }
+                other => {
+                    drop(other);
+                    (None, None)
+                }
+            };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // RobustMQ patch: kept while it has not fired, like the preempt
+        // timer: re-arming it cost a cancellation, a timeout and a linked
+        // write through the ring on every pass of the executor's loop.
+        let throughput_timer = match self.throughput_preemption_timeout_src.take() {
+            Some(src) if src.result().is_none() => src,
+            other => {
+                drop(other);
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            }
+        };
+        self.throughput_preemption_timeout_src
+            .set(Some(throughput_timer));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1860,9 +2049,12 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
+            if let Some(src) = kept_sleep_timer.take() {
+                self.latency_preemption_timeout_src.set(Some(src));
+            } else if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_timer_deadline.set(sleep_deadline);
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1877,8 +2069,10 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    self.link_rings_and_sleep(&mut main_ring)
-                        .expect("some error");
+                    if !self.sleep_in_epoll() {
+                        self.link_rings_and_sleep(&mut main_ring)
+                            .expect("some error");
+                    }
                     // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
@@ -1889,11 +2083,13 @@ impl Reactor {
             }
         }
 
-        if let Some(src) = kept_preempt_timer {
+        if let Some(src) = kept_preempt_timer.or(kept_sleep_timer) {
             self.latency_preemption_timeout_src.set(Some(src));
         } else if let Some(preempt) = preempt_timer() {
             self.latency_preemption_timeout_src
                 .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            self.latency_timer_deadline
+                .set(Some(std::time::Instant::now() + preempt));
             flush_rings!(lat_ring, main_ring)?;
         }
 
