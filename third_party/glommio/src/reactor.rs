@@ -877,8 +877,12 @@ impl Reactor {
         self.sys.fire_sleep_watch();
         match waited {
             // Don't wait for the next loop to process timers or shared channels
+            // RobustMQ patch: not after a sleep that the watched
+            // descriptor alone ended; the next pass processes them.
             Ok(true) => {
-                self.process_external_events();
+                if !self.sys.woke_for_watch_only() {
+                    self.process_external_events();
+                }
                 Ok(true)
             }
 

@@ -1260,6 +1260,8 @@ pub(crate) struct SleepWatch {
     seen: bool,
     /// The last sleep already looked at `fd`.
     slept: bool,
+    /// The last sleep ended for `fd` alone: no ring had anything.
+    only_fd: bool,
 }
 
 const WATCH_KEY: u64 = 2;
@@ -1440,6 +1442,7 @@ impl Reactor {
             waker: None,
             seen: false,
             slept: false,
+            only_fd: false,
         });
         Ok(())
     }
@@ -1464,13 +1467,12 @@ impl Reactor {
         }
     }
 
-    /// RobustMQ patch: sleeps in epoll if a descriptor is watched (false
-    /// if none is: the caller sleeps in the ring).
-    fn sleep_in_epoll(&self) -> bool {
+    /// RobustMQ patch: sleeps in epoll if a descriptor is watched (None
+    /// if none is: the caller sleeps in the ring); Some(true) if the sleep
+    /// ended for the descriptor alone.
+    fn sleep_in_epoll(&self) -> Option<bool> {
         let mut watch = self.sleep_watch.borrow_mut();
-        let Some(watch) = watch.as_mut() else {
-            return false;
-        };
+        let watch = watch.as_mut()?;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 3];
         // SAFETY: `events` has room for the 3 entries the kernel is told.
         let n = unsafe {
@@ -1483,13 +1485,20 @@ impl Reactor {
         };
         // An interrupted wait (a ring's task work signals this thread) is
         // a wake-up like another.
-        for ev in &events[..n.max(0) as usize] {
-            if ev.u64 == WATCH_KEY {
-                watch.seen = true;
-            }
-        }
+        let ready = &events[..n.max(0) as usize];
+        watch.seen = ready.iter().any(|ev| ev.u64 == WATCH_KEY);
+        watch.only_fd = n > 0 && ready.iter().all(|ev| ev.u64 == WATCH_KEY);
         watch.slept = true;
-        true
+        Some(watch.only_fd)
+    }
+
+    /// RobustMQ patch: the last sleep ended for the watched descriptor
+    /// alone (asked once per wake-up: the answer is reset).
+    pub(crate) fn woke_for_watch_only(&self) -> bool {
+        self.sleep_watch
+            .borrow_mut()
+            .as_mut()
+            .is_some_and(|w| std::mem::take(&mut w.only_fd))
     }
 
     /// RobustMQ patch: tells the waiting task what the sleep saw, or, when
@@ -2069,14 +2078,22 @@ impl Reactor {
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
-                    if !self.sleep_in_epoll() {
-                        self.link_rings_and_sleep(&mut main_ring)
-                            .expect("some error");
+                    match self.sleep_in_epoll() {
+                        // Woken by the watched descriptor alone: nothing
+                        // new in the rings, and no link to cancel; the
+                        // next pass of the loop looks at them anyway.
+                        Some(true) => {}
+                        woke => {
+                            if woke.is_none() {
+                                self.link_rings_and_sleep(&mut main_ring)
+                                    .expect("some error");
+                            }
+                            // May have new cancellations related to the link ring fd.
+                            flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
+                            flush_rings!(lat_ring, poll_ring, main_ring)?;
+                            consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                        }
                     }
-                    // May have new cancellations related to the link ring fd.
-                    flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
-                    flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
