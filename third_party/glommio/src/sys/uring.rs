@@ -1486,7 +1486,8 @@ impl Reactor {
         // An interrupted wait (a ring's task work signals this thread) is
         // a wake-up like another.
         let ready = &events[..n.max(0) as usize];
-        watch.seen = ready.iter().any(|ev| ev.u64 == WATCH_KEY);
+        // `|=`: what an earlier sleep saw stays until the future takes it.
+        watch.seen |= ready.iter().any(|ev| ev.u64 == WATCH_KEY);
         watch.only_fd = n > 0 && ready.iter().all(|ev| ev.u64 == WATCH_KEY);
         watch.slept = true;
         Some(watch.only_fd)
