@@ -815,6 +815,45 @@ fn limits_from_config() {
     assert_eq!(v5.expect(WAIT), Packet::PingResp);
 }
 
+/// A field of /proc/PID/status, or the soft and hard numbers of a line of
+/// /proc/PID/limits.
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn proc_open_files_limit(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut words = line.split_whitespace().skip(3);
+    (words.next().unwrap().into(), words.next().unwrap().into())
+}
+
+/// The broker raises its descriptor limit to the hard one and grows its
+/// descriptor table for `max_connections` before accepting: growing it
+/// later, with the cores running, stalls their accepts (see
+/// `runtime::fd_table`).
+#[test]
+fn descriptor_table_reserved_at_start() {
+    let b = BrokerConfig::default()
+        .mqtt("max_connections = 3000")
+        .soft_nofile(256)
+        .start();
+    let (soft, hard) = proc_open_files_limit(b.pid());
+    assert_eq!(soft, hard, "soft limit raised to the hard one");
+    // 3,000 connections and the headroom, unless the hard limit is lower.
+    let wanted = soft.parse::<u64>().map_or(4024, |soft| soft.min(4024));
+    assert!(wanted > 256, "the hard limit is too low for this test");
+    let table = proc_status(b.pid(), "FDSize:");
+    assert!(table >= wanted, "FDSize {table} < {wanted}");
+    // It still serves.
+    Raw::connected(b.port, V5, "fd-table", true).disconnect();
+}
+
 /// SIGTERM: 5.0 clients get DISCONNECT 0x8B, 3.1.1 clients a close, the
 /// process exits 0.
 #[test]

@@ -122,6 +122,27 @@ fn wait_for_shutdown_signal() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Every connection is a descriptor: raise the soft limit to the hard one,
+/// and say so when that holds fewer than `mqtt.max_connections` (the
+/// default of a million usually is more than the limit).
+fn raise_nofile_limit(config: &ServerConfig) {
+    use robustmq_core::runtime::fd_table;
+    match fd_table::raise_nofile_limit() {
+        Ok(limit) => {
+            let wanted = config.mqtt.max_connections + fd_table::HEADROOM;
+            if config.roles.contains(&Role::Mqtt) && limit < wanted as u64 {
+                tracing::info!(
+                    limit,
+                    max_connections = config.mqtt.max_connections,
+                    "the descriptor limit (RLIMIT_NOFILE) caps connections below \
+                     mqtt.max_connections; raise it with ulimit -n or LimitNOFILE="
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot raise the descriptor limit: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -138,6 +159,7 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(node_id = config.node_id, roles = ?config.roles, "starting robust-server");
+    raise_nofile_limit(&config);
     let mut running: Vec<Stopper> = Vec::new();
     // Placement first, then journal, then mqtt: each may use the ones before.
     for role in [Role::Placement, Role::Journal, Role::Mqtt] {

@@ -9,6 +9,7 @@
 mod conn_io;
 mod connection;
 mod core_loop;
+pub mod fd_table;
 mod notify;
 mod poller;
 
@@ -234,9 +235,20 @@ fn disable_huge_pages() {
     }
 }
 
+/// Grows the descriptor table for every connection allowed, before the
+/// cores start ([`fd_table`] says why). Not fatal: the table then grows
+/// as it would have.
+fn reserve_fd_table(max_connections: usize) {
+    match fd_table::reserve(max_connections.saturating_add(fd_table::HEADROOM)) {
+        Ok(fds) => tracing::debug!(fds, "descriptor table reserved"),
+        Err(e) => tracing::warn!("cannot reserve the descriptor table: {e}"),
+    }
+}
+
 /// Starts the broker on its cores and returns once every core listens.
 pub fn start(config: &ServerConfig) -> Result<Running, String> {
     disable_huge_pages();
+    reserve_fd_table(config.mqtt.max_connections);
     let mqtt = Arc::new(config.mqtt.clone());
     let acl = Arc::new(mqtt.acl().map_err(|e| e.to_string())?);
     let cores = core_count(mqtt.cores);

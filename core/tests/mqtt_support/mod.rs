@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     pub mqtt: Vec<String>,
     /// TOML after the `[mqtt]` table (`[[mqtt.acl]]` rules).
     pub tail: String,
+    /// The soft `RLIMIT_NOFILE` the broker starts with (the hard one is
+    /// left), or the test's own.
+    pub soft_nofile: Option<u64>,
 }
 
 impl Default for BrokerConfig {
@@ -68,6 +71,7 @@ impl Default for BrokerConfig {
             cores: 2,
             mqtt: Vec::new(),
             tail: String::new(),
+            soft_nofile: None,
         }
     }
 }
@@ -92,9 +96,44 @@ impl BrokerConfig {
         self
     }
 
+    /// Starts the broker with this soft descriptor limit.
+    pub fn soft_nofile(mut self, limit: u64) -> Self {
+        self.soft_nofile = Some(limit);
+        self
+    }
+
     /// Starts the broker.
     pub fn start(self) -> Broker {
         Broker::start_with(self)
+    }
+}
+
+/// Makes `command` start with a soft `RLIMIT_NOFILE` of `soft`.
+fn lower_soft_nofile(command: &mut Command, soft: u64) {
+    use std::os::unix::process::CommandExt;
+    let hook = move || {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit are async-signal-safe system
+        // calls on a local struct; nothing is allocated between fork and
+        // exec.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            limit.rlim_cur = soft.min(limit.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec and only makes the two
+    // async-signal-safe calls above.
+    unsafe {
+        command.pre_exec(hook);
     }
 }
 
@@ -138,7 +177,11 @@ impl Broker {
             let port = free_port();
             let log_path = dir.0.join("broker.log");
             let log = std::fs::File::create(&log_path).expect("create log");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_robust-server"))
+            let mut command = Command::new(env!("CARGO_BIN_EXE_robust-server"));
+            if let Some(soft) = config.soft_nofile {
+                lower_soft_nofile(&mut command, soft);
+            }
+            let mut child = command
                 .args(["--roles", "mqtt", "--config"])
                 .arg(&config_path)
                 .arg("--data-dir")

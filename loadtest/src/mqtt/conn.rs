@@ -41,6 +41,29 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Raises the descriptor limit and grows the table for `count`
+/// connections before the threads start: once they share it, each
+/// doubling of the table waits for an RCU grace period (10-25 ms here),
+/// and the connections opened meanwhile would count it as connect latency
+/// (`robustmq_core::runtime::fd_table`).
+pub fn prepare_descriptors(count: usize) {
+    use robustmq_core::runtime::fd_table;
+    let limit = fd_table::raise_nofile_limit();
+    let wanted = count.saturating_add(256);
+    if let Ok(limit) = limit {
+        if limit < wanted as u64 {
+            tracing::warn!(
+                limit,
+                count,
+                "RLIMIT_NOFILE is below the connection count; raise ulimit -n"
+            );
+        }
+    }
+    if let Err(e) = fd_table::reserve(wanted) {
+        tracing::warn!("cannot grow the descriptor table: {e}");
+    }
+}
+
 struct Done {
     opened: u64,
     failed: Vec<String>,
@@ -50,6 +73,7 @@ struct Done {
 
 /// Runs `conn`.
 pub fn run(plan: ConnPlan) -> Result<Report, String> {
+    prepare_descriptors(plan.count);
     let threads = plan.threads.max(1);
     let plan = Arc::new(plan);
     let rss_before = plan.broker_pid.and_then(rss_kib);
