@@ -204,3 +204,35 @@ fn a_shared_group_on_the_other_core_keeps_memory_bounded() {
         grown >> 20
     );
 }
+
+/// `conn` opens, holds and counts its connections, and reads the broker's
+/// memory before and after; 2,000 connections cross several doublings of
+/// both processes' descriptor tables.
+#[test]
+fn conn_opens_and_holds_connections() {
+    let broker = start_broker();
+    let pid = broker.child.id().to_string();
+    let v = bench(
+        broker.port,
+        &[
+            "conn",
+            "-n",
+            "2000",
+            "-r",
+            "4000",
+            "-d",
+            "0.5",
+            "--broker-pid",
+            &pid,
+        ],
+    );
+    let c = &v["connect"];
+    assert_eq!(c["attempted"], 2000, "{v}");
+    assert_eq!(c["failed"], 0, "{v}");
+    assert_eq!(c["held"], 2000, "{v}");
+    assert!(c["rate"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(c["latency_ms"]["count"], 2000, "{v}");
+    let before = c["rss_before_kib"].as_u64().expect("RSS before");
+    let after = c["rss_after_kib"].as_u64().expect("RSS after");
+    assert!(after > before, "{v}");
+}
