@@ -765,6 +765,58 @@ fn acl_from_config() {
     assert_eq!(&v3.expect_publish().payload[..], b"yes");
 }
 
+/// A subscription its filter allows (`#`) still does not deliver the
+/// topics a rule denies (`secret/#`): the ACL is applied to each
+/// delivered topic and each retained message, on the subscriber's core,
+/// for the user name the client connected with last.
+#[test]
+fn acl_applies_to_each_delivered_topic() {
+    let b = BrokerConfig::default()
+        .tail(
+            "[[mqtt.acl]]\npermission = \"deny\"\naction = \"subscribe\"\n\
+             topic = \"secret/#\"\nusername = \"guest\"\n",
+        )
+        .start();
+    let as_user = |id: &str, user: &str, clean: bool| {
+        let mut c = expiring(V5, id, clean, 300);
+        c.username = Some(user.into());
+        c
+    };
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("acl-t-pub", 0, 2), true);
+    for (id, topic) in [(1, "secret/r"), (2, "public/r")] {
+        let mut p = publish(topic, QoS::AtLeastOnce, id, b"kept");
+        p.retain = true;
+        assert_eq!(publ.publish_acked(p), ReasonCode::SUCCESS);
+    }
+    // A guest on the other core: `#` is granted, `secret/...` not sent.
+    let (mut guest, ack) = Raw::connect(
+        b.port,
+        as_user(&id_on_core("acl-t-guest", 1, 2), "guest", true),
+    );
+    assert_eq!(ack.reason_code, ReasonCode::SUCCESS);
+    assert_eq!(guest.subscribe(1, "#", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(&*guest.expect_publish().topic, "public/r");
+    guest.expect_silence(QUIET);
+    publ.publish_acked(publish("secret/x", QoS::AtLeastOnce, 3, b"no"));
+    publ.publish_acked(publish("public/x", QoS::AtLeastOnce, 4, b"yes"));
+    assert_eq!(&*guest.expect_publish().topic, "public/x");
+    guest.expect_silence(QUIET);
+    // A persistent session, first as another user (it gets everything),
+    // then resumed as the guest: the same topic is no longer delivered.
+    let id = id_on_core("acl-t-who", 1, 2);
+    let (mut who, _) = Raw::connect(b.port, as_user(&id, "admin", false));
+    assert_eq!(who.subscribe(1, "secret/#", QoS::AtMostOnce), ReasonCode(0));
+    assert_eq!(&*who.expect_publish().topic, "secret/r");
+    publ.publish_acked(publish("secret/y", QoS::AtLeastOnce, 5, b"admin"));
+    assert_eq!(&*who.expect_publish().topic, "secret/y");
+    who.disconnect();
+    let (mut who, ack) = Raw::connect(b.port, as_user(&id, "guest", false));
+    assert!(ack.session_present);
+    publ.publish_acked(publish("secret/y", QoS::AtLeastOnce, 6, b"guest"));
+    who.expect_silence(QUIET);
+    guest.expect_silence(QUIET);
+}
+
 #[test]
 fn limits_from_config() {
     let b = BrokerConfig::default()

@@ -137,6 +137,11 @@ impl CoreBroker {
         entry.problem_information = p.request_problem_information != Some(0);
         entry.ip = ip.map(Box::new);
         entry.session.attach(params, now);
+        if !self.ctx.acl.is_empty() {
+            // Who the client is may have changed; the remembered match
+            // holds ACL decisions about it.
+            self.last_match.forget();
+        }
         entry.session.send(Packet::ConnAck(ConnAck {
             session_present,
             reason_code: ReasonCode::SUCCESS,

@@ -10,12 +10,20 @@
 //! The topic and publisher are copied into buffers kept from message to
 //! message rather than held by reference: a reference would keep the
 //! whole read buffer they were decoded from alive.
+//!
+//! The match also applies the ACL to each client it finds: a subscription
+//! allowed for its filter (`#`) may still be denied some of the topics it
+//! matches (`secret/#`), so each client is checked for the topic itself,
+//! once per match rather than once per message. Who a client is (user
+//! name, address) changes only when it connects, and a connect forgets
+//! the match ([`LastMatch::forget`]).
 
 use bytestring::ByteString;
 use robustmq_protocol::mqtt::SubscriptionOptions;
 
 use super::sessions::{SessionKey, SessionTable};
-use super::{SubKey, SubValue};
+use super::{SessionEntry, SubKey, SubValue};
+use crate::acl::{Access, Acl, ClientInfo};
 use crate::message::Message;
 use crate::router::TopicTrie;
 
@@ -48,13 +56,20 @@ impl LastMatch {
         self.version == Some(version) && self.topic == topic && self.publisher == publisher
     }
 
+    /// Drops the match: the next message matches afresh.
+    pub(super) fn forget(&mut self) {
+        self.version = None;
+    }
+
     /// Matches `message` in `trie`: one entry per client (the highest QoS
     /// of its subscriptions, every subscription identifier), except a
-    /// client's own message on a No Local subscription.
+    /// client's own message on a No Local subscription and a client the
+    /// ACL does not let read the topic.
     pub(super) fn refill(
         &mut self,
         trie: &TopicTrie<SubKey, SubValue>,
         sessions: &SessionTable,
+        acl: &Acl,
         message: &Message,
     ) {
         let clients = &mut self.clients;
@@ -78,6 +93,13 @@ impl LastMatch {
                 {
                     return;
                 }
+                if !acl.is_empty()
+                    && !sessions
+                        .by_key(*id)
+                        .is_some_and(|e| may_read(acl, e, &message.topic))
+                {
+                    return;
+                }
                 clients.push((*id, sub.options, sub.id.into_iter().collect()));
             }
             SubKey::Group(key) => groups.push(key.clone()),
@@ -89,6 +111,21 @@ impl LastMatch {
         self.publisher.clear();
         self.publisher.push_str(&message.publisher);
     }
+}
+
+/// Whether the ACL lets the client of `entry` receive messages on `topic`
+/// (a `subscribe` rule applied to the topic name).
+pub(super) fn may_read(acl: &Acl, entry: &SessionEntry, topic: &str) -> bool {
+    let who = ClientInfo {
+        client_id: entry.session.client_id(),
+        username: entry.username.as_deref(),
+        ip: entry.ip.as_deref().copied(),
+    };
+    let allowed = acl.check(&who, Access::Subscribe, topic);
+    if !allowed {
+        tracing::debug!(client_id = who.client_id, topic, "delivery denied by ACL");
+    }
+    allowed
 }
 
 /// Merges the entries of a client with several matching subscriptions
@@ -159,9 +196,10 @@ mod tests {
             origin: None,
         };
         let mut last = LastMatch::default();
-        last.refill(&trie, &sessions, &message("big"));
+        let acl = Acl::default();
+        last.refill(&trie, &sessions, &acl, &message("big"));
         assert_eq!(last.clients.len(), 2999);
-        last.refill(&trie, &sessions, &message("small"));
+        last.refill(&trie, &sessions, &acl, &message("small"));
         assert_eq!(last.clients.len(), 1);
         assert!(last.clients.capacity() <= KEPT_CAPACITY);
     }

@@ -268,7 +268,8 @@ impl CoreBroker {
             .last_match
             .holds(version, &message.topic, &message.publisher)
         {
-            self.last_match.refill(&self.trie, &self.sessions, message);
+            self.last_match
+                .refill(&self.trie, &self.sessions, &self.ctx.acl, message);
         }
         // By index: a delivery does not change the match, and the match
         // stays in place (taking it out and putting it back cost 1.7% of

@@ -15,6 +15,7 @@ use robustmq_protocol::mqtt::{
 };
 use robustmq_protocol::topic;
 
+use super::last_match::may_read;
 use super::mesh::{CoreMsg, ShareMember};
 use super::shared::fnv1a;
 use super::{ConnId, CoreBroker, PendingSubAck, SessionKey, SubKey, SubValue};
@@ -141,7 +142,14 @@ impl CoreBroker {
             RetainHandling::DoNotSend => false,
         };
         if send_retained {
+            let entry = self.sessions.by_key(session_key).expect("looked up above");
             for message in self.retained.matching(&filter, now) {
+                // The filter is allowed; each retained topic is checked
+                // as a delivery would be.
+                let acl = &self.ctx.acl;
+                if !acl.is_empty() && !may_read(acl, entry, &message.topic) {
+                    continue;
+                }
                 retained.push(Delivery {
                     qos: message.qos.min(options.qos),
                     message,
