@@ -29,6 +29,25 @@ fn remaining_length_over_four_bytes() {
     );
 }
 
+/// [MQTT-1.5.5-1]: a variable byte integer uses the fewest bytes its
+/// value needs. PINGREQ with its remaining length 0 written in two bytes,
+/// and a 5.0 PUBLISH whose property length 0 is written in two.
+#[test]
+fn non_minimal_variable_byte_integers() {
+    rejects(
+        V311,
+        &[0xC0, 0x80, 0x00],
+        DecodeError::MalformedRemainingLength,
+        0x81,
+    );
+    rejects(
+        V50,
+        &[0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', 0x80, 0x00],
+        DecodeError::MalformedVariableInteger,
+        0x81,
+    );
+}
+
 #[test]
 fn too_large_is_refused_from_the_fixed_header_alone() {
     let mut decoder = Decoder::with_version(V3_1_1, 100);

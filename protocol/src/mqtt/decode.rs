@@ -48,6 +48,11 @@ pub fn parse_fixed_header(
         };
         remaining_length |= usize::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            // A last byte of 0 after a continuation: more bytes than the
+            // value needs [MQTT-1.5.5-1].
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::MalformedRemainingLength);
+            }
             let header = FixedHeader {
                 first_byte,
                 remaining_length,

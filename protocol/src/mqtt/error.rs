@@ -10,11 +10,13 @@ use crate::topic::TopicError;
 /// reason code to answer with is [`DecodeError::reason_code`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The remaining length runs past four bytes.
-    #[error("malformed remaining length: more than 4 bytes")]
+    /// The remaining length runs past four bytes, or takes more bytes
+    /// than its value needs.
+    #[error("malformed remaining length: more than 4 bytes, or more than its value needs")]
     MalformedRemainingLength,
-    /// A variable byte integer inside the packet runs past four bytes.
-    #[error("malformed variable byte integer: more than 4 bytes")]
+    /// A variable byte integer inside the packet runs past four bytes, or
+    /// takes more bytes than its value needs.
+    #[error("malformed variable byte integer: more than 4 bytes, or more than its value needs")]
     MalformedVariableInteger,
     /// The packet is larger than the receiver accepts.
     #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]

@@ -46,13 +46,17 @@ impl Reader {
         Ok(self.buf.get_u32())
     }
 
-    /// A variable byte integer of at most four bytes.
+    /// A variable byte integer of at most four bytes, in as few bytes as
+    /// its value needs [MQTT-1.5.5-1].
     pub(crate) fn varint(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         let mut value: u32 = 0;
         for i in 0..4 {
             let byte = self.u8(what)?;
             value |= u32::from(byte & 0x7F) << (7 * i);
             if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    return Err(DecodeError::MalformedVariableInteger);
+                }
                 return Ok(value);
             }
         }
@@ -162,6 +166,26 @@ mod tests {
     fn five_byte_varint_is_malformed() {
         let mut r = Reader::new(Bytes::from_static(&[0x80, 0x80, 0x80, 0x80, 0x01]));
         assert_eq!(r.varint("x"), Err(DecodeError::MalformedVariableInteger));
+    }
+
+    #[test]
+    fn non_minimal_varints_are_malformed() {
+        for bytes in [
+            &[0x80, 0x00][..],
+            &[0xFF, 0x00],
+            &[0x80, 0x80, 0x00],
+            &[0x81, 0x80, 0x80, 0x00],
+        ] {
+            let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+            assert_eq!(
+                r.varint("x"),
+                Err(DecodeError::MalformedVariableInteger),
+                "{bytes:?}"
+            );
+        }
+        // Zero continuation groups below a non-zero last group are fine.
+        let mut r = Reader::new(Bytes::from_static(&[0x80, 0x01]));
+        assert_eq!(r.varint("x"), Ok(128));
     }
 
     #[test]
