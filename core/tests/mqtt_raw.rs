@@ -817,6 +817,28 @@ fn acl_applies_to_each_delivered_topic() {
     guest.expect_silence(QUIET);
 }
 
+/// A retained message acknowledged on one core is sent to a SUBSCRIBE
+/// that arrives on the other core right after the acknowledgement
+/// (the SUBACK waits until every core has answered, by then the replica
+/// holds it). Many rounds, each on a fresh topic, so that a race shows.
+#[test]
+fn retained_acknowledged_on_one_core_reaches_a_subscribe_on_another() {
+    let b = Broker::start();
+    let mut publ = Raw::connected(b.port, V5, &id_on_core("ret-x-pub", 0, 2), true);
+    let mut sub = Raw::connected(b.port, V5, &id_on_core("ret-x-sub", 1, 2), true);
+    // 90: within max_subscriptions_per_client (100).
+    for i in 0..90u16 {
+        let topic = format!("ret-x/{i}");
+        let mut p = publish(&topic, QoS::AtLeastOnce, i + 1, b"kept");
+        p.retain = true;
+        assert_eq!(publ.publish_acked(p), ReasonCode::SUCCESS);
+        assert_eq!(sub.subscribe(i + 1, &topic, QoS::AtMostOnce), ReasonCode(0));
+        let got = sub.expect_publish();
+        assert_eq!(&*got.topic, topic.as_str(), "round {i}");
+        assert!(got.retain);
+    }
+}
+
 #[test]
 fn limits_from_config() {
     let b = BrokerConfig::default()

@@ -61,6 +61,16 @@ pub enum CoreMsg {
         /// The sender's route sequence number.
         seq: u64,
     },
+    /// Nothing to apply: answered with a [`CoreMsg::RouteAck`] like a
+    /// route update. Channels between two cores keep their order, so the
+    /// answer comes after everything the receiver sent before it (the
+    /// retained messages a SUBSCRIBE must see).
+    Sync {
+        /// The sender.
+        core: usize,
+        /// The sender's route sequence number.
+        seq: u64,
+    },
     /// The sender applied route updates of `core` up to `seq`.
     RouteAck {
         /// The core whose updates are acknowledged.

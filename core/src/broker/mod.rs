@@ -48,7 +48,7 @@ use crate::acl::Acl;
 use crate::config::MqttConfig;
 use crate::message::SharedMessage;
 use crate::router::{RetainedStore, TopicTrie};
-use crate::session::{Delivery, Outgoing, Session};
+use crate::session::{Outgoing, Session};
 
 /// A connection's id, unique on its core.
 pub type ConnId = u64;
@@ -181,15 +181,25 @@ impl ConnOutput {
 }
 
 /// A SUBACK held back until the routes it depends on are in place on every
-/// core, with the retained messages that follow it.
+/// core, with the filters whose retained messages follow it (looked up
+/// when it is sent, once every other core has answered: by then this
+/// core's replica holds whatever they had retained before).
 #[derive(Debug)]
 struct PendingSubAck {
     client_id: ByteString,
     conn: ConnId,
     packet: Packet,
-    retained: Vec<Delivery>,
+    retained: Vec<RetainedWanted>,
     route_seq: u64,
     share_tokens: usize,
+}
+
+/// A filter of a SUBSCRIBE whose retained messages are to be sent.
+#[derive(Debug)]
+struct RetainedWanted {
+    filter: ByteString,
+    options: robustmq_protocol::mqtt::SubscriptionOptions,
+    id: Option<u32>,
 }
 
 /// The broker of one core.
@@ -360,6 +370,9 @@ impl CoreBroker {
             }
             CoreMsg::RouteRemove { filter, core, seq } => {
                 self.routes.remove(&filter, &core);
+                self.outbox.push(from, CoreMsg::RouteAck { core, seq });
+            }
+            CoreMsg::Sync { core, seq } => {
                 self.outbox.push(from, CoreMsg::RouteAck { core, seq });
             }
             CoreMsg::RouteAck { core, seq } => {

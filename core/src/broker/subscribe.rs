@@ -5,6 +5,10 @@
 //! A SUBACK is held back until every other core has applied the route
 //! updates it caused (and shared groups have their new member), so a client
 //! that has its SUBACK receives whatever is published after, on any core.
+//! A SUBACK with retained messages to send also waits for every other
+//! core's answer to a [`CoreMsg::Sync`], and the retained store is read
+//! then: a retained message acknowledged to its publisher on another core
+//! before this SUBSCRIBE arrived has reached this core's replica by then.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -18,7 +22,7 @@ use robustmq_protocol::topic;
 use super::last_match::may_read;
 use super::mesh::{CoreMsg, ShareMember};
 use super::shared::fnv1a;
-use super::{ConnId, CoreBroker, PendingSubAck, SessionKey, SubKey, SubValue};
+use super::{ConnId, CoreBroker, PendingSubAck, RetainedWanted, SessionKey, SubKey, SubValue};
 use crate::acl::{Access, ClientInfo};
 use crate::session::{Delivery, Subscription};
 
@@ -37,12 +41,17 @@ impl CoreBroker {
         let mut retained = Vec::new();
         let mut share_tokens = 0;
         for f in sub.filters {
-            let code = self.subscribe_one(client_id, f.filter, f.options, id, now, &mut retained);
+            let code = self.subscribe_one(client_id, f.filter, f.options, id, &mut retained);
             if let Some(token) = code.1 {
                 self.share_tokens.insert(token, pending_id);
                 share_tokens += 1;
             }
             reason_codes.push(code.0);
+        }
+        if !retained.is_empty() {
+            // Retained messages another core applied before this SUBSCRIBE
+            // may still be on their way here: wait for every core's answer.
+            self.sync_cores();
         }
         let refused = reason_codes.iter().find(|c| c.is_error()).copied();
         let problem_information = self
@@ -81,8 +90,7 @@ impl CoreBroker {
         filter: ByteString,
         options: robustmq_protocol::mqtt::SubscriptionOptions,
         id: Option<u32>,
-        now: Instant,
-        retained: &mut Vec<Delivery>,
+        retained: &mut Vec<RetainedWanted>,
     ) -> (ReasonCode, Option<u64>) {
         let config = self.ctx.config.clone();
         let Some(session_key) = self.sessions.key(client_id) else {
@@ -142,21 +150,11 @@ impl CoreBroker {
             RetainHandling::DoNotSend => false,
         };
         if send_retained {
-            let entry = self.sessions.by_key(session_key).expect("looked up above");
-            for message in self.retained.matching(&filter, now) {
-                // The filter is allowed; each retained topic is checked
-                // as a delivery would be.
-                let acl = &self.ctx.acl;
-                if !acl.is_empty() && !may_read(acl, entry, &message.topic) {
-                    continue;
-                }
-                retained.push(Delivery {
-                    qos: message.qos.min(options.qos),
-                    message,
-                    retain: true,
-                    subscription_ids: id.into_iter().collect(),
-                });
-            }
+            retained.push(RetainedWanted {
+                filter,
+                options,
+                id,
+            });
         }
         (granted, None)
     }
@@ -273,6 +271,19 @@ impl CoreBroker {
         self.broadcast_route(filter, false);
     }
 
+    /// Asks every other core for a [`CoreMsg::RouteAck`] of a new route
+    /// sequence number, without a route update.
+    fn sync_cores(&mut self) {
+        if self.ctx.cores == 1 {
+            return;
+        }
+        self.route_seq += 1;
+        let (core, seq) = (self.ctx.core, self.route_seq);
+        for peer in (0..self.ctx.cores).filter(|c| *c != core) {
+            self.outbox.push(peer, CoreMsg::Sync { core, seq });
+        }
+    }
+
     fn broadcast_route(&mut self, filter: &str, add: bool) {
         if self.ctx.cores == 1 {
             return;
@@ -333,8 +344,24 @@ impl CoreBroker {
                 continue;
             }
             entry.session.send(p.packet);
-            for d in p.retained {
-                entry.session.deliver(d, now);
+            for wanted in p.retained {
+                for message in self.retained.matching(&wanted.filter, now) {
+                    // The filter is allowed; each retained topic is
+                    // checked as a delivery would be.
+                    let acl = &self.ctx.acl;
+                    if !acl.is_empty() && !may_read(acl, entry, &message.topic) {
+                        continue;
+                    }
+                    entry.session.deliver(
+                        Delivery {
+                            qos: message.qos.min(wanted.options.qos),
+                            message,
+                            retain: true,
+                            subscription_ids: wanted.id.into_iter().collect(),
+                        },
+                        now,
+                    );
+                }
             }
             self.dirty.insert(p.conn);
         }
