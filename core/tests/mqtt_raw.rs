@@ -768,7 +768,8 @@ fn acl_from_config() {
 /// A subscription its filter allows (`#`) still does not deliver the
 /// topics a rule denies (`secret/#`): the ACL is applied to each
 /// delivered topic and each retained message, on the subscriber's core,
-/// for the user name the client connected with last.
+/// for the user name the client connected with last; a shared
+/// subscription is checked on the filter it shares, and per message.
 #[test]
 fn acl_applies_to_each_delivered_topic() {
     let b = BrokerConfig::default()
@@ -815,6 +816,24 @@ fn acl_applies_to_each_delivered_topic() {
     publ.publish_acked(publish("secret/y", QoS::AtLeastOnce, 6, b"guest"));
     who.expect_silence(QUIET);
     guest.expect_silence(QUIET);
+    // Shared subscriptions: the rules see the filter shared, and each
+    // message given to a member is checked for it.
+    let (mut member, _) = Raw::connect(
+        b.port,
+        as_user(&id_on_core("acl-t-member", 1, 2), "guest", true),
+    );
+    assert_eq!(
+        member.subscribe(1, "$share/g/secret/#", QoS::AtMostOnce),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert_eq!(
+        member.subscribe(2, "$share/g/#", QoS::AtMostOnce),
+        ReasonCode(0)
+    );
+    publ.publish_acked(publish("secret/s", QoS::AtLeastOnce, 7, b"no"));
+    publ.publish_acked(publish("public/s", QoS::AtLeastOnce, 8, b"yes"));
+    assert_eq!(&*member.expect_publish().topic, "public/s");
+    member.expect_silence(QUIET);
 }
 
 /// A retained message acknowledged on one core is sent to a SUBSCRIBE

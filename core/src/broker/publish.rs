@@ -316,7 +316,9 @@ impl CoreBroker {
         }
     }
 
-    /// Delivers to one client of this core with one subscription's options.
+    /// Delivers to one member of a shared group on this core with its
+    /// subscription's options, if the ACL lets it read the topic (if not,
+    /// the group does not get the message: another member is not tried).
     pub(super) fn deliver_to_client(
         &mut self,
         client_id: &str,
@@ -328,6 +330,17 @@ impl CoreBroker {
         let Some(session) = self.sessions.key(client_id) else {
             return;
         };
+        // Shared deliveries come here one by one (no remembered match):
+        // the member's right to read the topic is checked per message.
+        let acl = &self.ctx.acl;
+        if !acl.is_empty()
+            && !self
+                .sessions
+                .by_key(session)
+                .is_some_and(|e| super::last_match::may_read(acl, e, &message.topic))
+        {
+            return;
+        }
         self.deliver_with_ids(session, message, options, id.into_iter().collect(), now);
     }
 

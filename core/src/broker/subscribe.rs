@@ -105,7 +105,13 @@ impl CoreBroker {
             username: entry.username.as_deref(),
             ip: entry.ip.as_deref().copied(),
         };
-        if !self.ctx.acl.check(&info, Access::Subscribe, &filter) {
+        // A shared subscription is checked on the filter it shares: to the
+        // rules, `$share/g/secret/#` is `secret/#`.
+        let checked = match topic::parse_shared(&filter) {
+            Ok(Some(share)) => share.filter,
+            _ => &filter,
+        };
+        if !self.ctx.acl.check(&info, Access::Subscribe, checked) {
             tracing::debug!(%client_id, %filter, "subscribe denied by ACL");
             return (ReasonCode::NOT_AUTHORIZED, None);
         }
