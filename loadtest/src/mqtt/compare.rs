@@ -42,7 +42,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Only the rows whose key contains one of these (comma-separated):
-    /// fanin0, fanin1, fanout, p2p, sharesub, conn.
+    /// fanin0, fanin1, fanout, p2p, sharesub, conn, conn5k.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<String>,
     /// The markdown file to write the table into.
@@ -70,6 +70,15 @@ enum Metric {
     P99,
     /// Broker memory per connection, lower is better.
     BytesPerConn,
+    /// p99 connect latency (TCP connect to CONNACK), lower is better.
+    ConnectP99,
+}
+
+impl Metric {
+    /// A `conn` row: connections, not messages.
+    fn is_connections(self) -> bool {
+        matches!(self, Metric::BytesPerConn | Metric::ConnectP99)
+    }
 }
 
 struct Row {
@@ -115,6 +124,12 @@ const ROWS: &[Row] = &[
         title: "10,000 idle connections at 2,000/s",
         args: "conn -n 10000 -r 2000",
         metric: Metric::BytesPerConn,
+    },
+    Row {
+        key: "conn5k",
+        title: "10,000 connections at 5,000/s",
+        args: "conn -n 10000 -r 5000",
+        metric: Metric::ConnectP99,
     },
 ];
 
@@ -246,7 +261,7 @@ fn run_row(row: &Row, broker: Broker, a: &CompareArgs) -> Result<Report, String>
         "cmp".into(),
         "--quiet".into(),
     ]);
-    if row.metric == Metric::BytesPerConn {
+    if row.metric.is_connections() {
         argv.extend(["--broker-pid".into(), pid.to_string()]);
         argv.extend(["--duration".into(), "2".into()]);
     } else {
@@ -303,6 +318,14 @@ fn cell(r: &Report, m: Metric) -> String {
             r.connect.latency.p99,
             r.connect.failed
         ),
+        Metric::ConnectP99 => format!(
+            "**connect p99 {:.2} ms** (p50 {:.2}, max {:.2}), {}/s opened, {} failed",
+            r.connect.latency.p99,
+            r.connect.latency.p50,
+            r.connect.latency.max,
+            si(r.connect.rate),
+            r.connect.failed
+        ),
     }
 }
 
@@ -315,6 +338,7 @@ fn short(r: &Report, m: Metric) -> String {
             "{:.0} B/conn",
             r.connect.bytes_per_conn().unwrap_or(f64::NAN)
         ),
+        Metric::ConnectP99 => format!("connect p99 {:.2} ms", r.connect.latency.p99),
     }
 }
 
@@ -420,6 +444,7 @@ fn value(r: &Report, m: Metric) -> f64 {
         Metric::Received => r.received_rate,
         Metric::P99 => r.latency.p99,
         Metric::BytesPerConn => r.connect.bytes_per_conn().unwrap_or(f64::NAN),
+        Metric::ConnectP99 => r.connect.latency.p99,
     }
 }
 
@@ -550,7 +575,7 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
                     _ => x <= 1.0,
                 };
                 let verdict = if better { "ahead" } else { "behind" };
-                if row.metric != Metric::BytesPerConn && r.loss_pct() > 1.0 {
+                if !row.metric.is_connections() && r.loss_pct() > 1.0 {
                     format!("{x:.2}x ({verdict}, but loses {:.1}%)", r.loss_pct())
                 } else {
                     format!("{x:.2}x ({verdict})")
@@ -574,8 +599,8 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
          row after {} s of warm-up; bench, broker and the other engineers' \
          builds share the 2 cores). Each row starts both brokers afresh, in \
          alternating order. Ratio = RobustMQ / Mosquitto of the bold figure \
-         (received rate: higher is better; p99 and bytes per connection: \
-         lower is better). Mosquitto runs with its defaults; robust-server \
+         (received rate: higher is better; p99, connect p99 and bytes per \
+         connection: lower is better). Mosquitto runs with its defaults; robust-server \
          with `--roles mqtt`{}.\n\n",
         machine(),
         date,
