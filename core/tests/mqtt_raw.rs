@@ -947,6 +947,74 @@ fn descriptor_table_reserved_at_start() {
     Raw::connected(b.port, V5, "fd-table", true).disconnect();
 }
 
+/// Out of descriptors: the broker keeps serving the clients it has; a
+/// connection it cannot take waits in the listen queue (or, when its
+/// hand-over to another core fails, is answered 0x88 Server unavailable),
+/// and once clients leave, the waiting ones are taken.
+#[test]
+fn out_of_descriptors_then_recovers() {
+    // About 24 descriptors are the broker's own (2 cores).
+    let b = BrokerConfig::default().nofile(96).start();
+    let mut waiting = Vec::new();
+    for i in 0..120 {
+        let mut raw = Raw::open(b.port, V5);
+        raw.send(&Packet::Connect(Box::new(connect_packet(
+            V5,
+            &format!("fd-out-{i}"),
+            true,
+            60,
+        ))));
+        waiting.push(raw);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut connected, mut refused) = (Vec::new(), 0);
+    let mut still = Vec::new();
+    for mut raw in waiting {
+        match raw.recv(Duration::from_millis(20)) {
+            Recv::Packet(Packet::ConnAck(ack)) if ack.reason_code == ReasonCode::SUCCESS => {
+                connected.push(raw)
+            }
+            Recv::Packet(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.reason_code, ReasonCode::SERVER_UNAVAILABLE);
+                refused += 1;
+            }
+            Recv::Timeout => still.push(raw),
+            other => panic!("expected CONNACK or nothing, got {other:?}"),
+        }
+    }
+    assert!(connected.len() >= 40, "{} connected", connected.len());
+    assert!(
+        !still.is_empty(),
+        "the limit never bit: {} connected, {refused} refused",
+        connected.len()
+    );
+    // The ones in are served.
+    connected[0].send(&Packet::PingReq);
+    assert_eq!(connected[0].expect(WAIT), Packet::PingResp);
+    // Half leave; the clock tick retries the accept.
+    let leaving = connected.len() / 2;
+    for raw in connected.drain(..leaving) {
+        raw.disconnect();
+    }
+    let mut taken = 0;
+    for raw in &mut still {
+        if let Recv::Packet(Packet::ConnAck(ack)) = raw.recv(WAIT) {
+            if ack.reason_code == ReasonCode::SUCCESS {
+                taken += 1;
+            }
+        }
+        if taken > 0 {
+            break;
+        }
+    }
+    assert!(
+        taken > 0,
+        "no waiting connection was taken once descriptors were free"
+    );
+    connected[0].send(&Packet::PingReq);
+    assert_eq!(connected[0].expect(WAIT), Packet::PingResp);
+}
+
 /// SIGTERM: 5.0 clients get DISCONNECT 0x8B, 3.1.1 clients a close, the
 /// process exits 0.
 #[test]

@@ -98,7 +98,18 @@ fn connect_step(core: &Rc<Core>, io: &Rc<ConnIo>, read: &mut ReadState) -> Step 
                         kind,
                     },
                 ),
-                Err(e) => tracing::warn!("cannot hand a connection over: {e}"),
+                Err(e) => {
+                    // Out of descriptors, most likely: say so rather
+                    // than drop the connection without a word.
+                    tracing::warn!("cannot hand a connection over: {e}");
+                    let ack = ConnAck {
+                        reason_code: ReasonCode::SERVER_UNAVAILABLE,
+                        ..Default::default()
+                    };
+                    io.encode_packet(version, &Packet::ConnAck(ack));
+                    io.close();
+                    return Step::End;
+                }
             }
             // This core's descriptor closes when the connection leaves.
             io.end_read();

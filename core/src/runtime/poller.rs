@@ -53,6 +53,8 @@ pub(crate) struct Poller {
     listener: RefCell<Option<OwnedFd>>,
     /// The listener may have connections to accept.
     accept_ready: Cell<bool>,
+    /// Accepts failed in a row (out of descriptors): logged at 1, 2, 4...
+    accept_failures: Cell<u64>,
 }
 
 impl Poller {
@@ -72,6 +74,7 @@ impl Poller {
             lent: Cell::new(false),
             listener: RefCell::new(None),
             accept_ready: Cell::new(false),
+            accept_failures: Cell::new(0),
         })
     }
 
@@ -237,13 +240,24 @@ fn accept_pending(core: &Rc<Core>) {
                 Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
                 Some(libc::EAGAIN) => {}
                 Some(libc::EINVAL) => tracing::debug!("listener shut down"),
-                _ => tracing::warn!("accept failed: {e}"),
+                _ => {
+                    // Retried every tick while it lasts: a line per try
+                    // would flood the log.
+                    let failures = poller.accept_failures.get() + 1;
+                    poller.accept_failures.set(failures);
+                    if failures.is_power_of_two() {
+                        tracing::warn!(failures, "accept failed: {e}");
+                    }
+                }
             }
             poller.accept_ready.set(false);
             return;
         }
         // SAFETY: accept4 returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if poller.accept_failures.replace(0) > 0 {
+            tracing::info!("accepting again");
+        }
         if core.stopping.get() {
             // Closed as it drops: the core is going away.
             continue;

@@ -60,9 +60,9 @@ pub struct BrokerConfig {
     pub mqtt: Vec<String>,
     /// TOML after the `[mqtt]` table (`[[mqtt.acl]]` rules).
     pub tail: String,
-    /// The soft `RLIMIT_NOFILE` the broker starts with (the hard one is
-    /// left), or the test's own.
-    pub soft_nofile: Option<u64>,
+    /// The `RLIMIT_NOFILE` the broker starts with: (soft, hard), `None`
+    /// for a limit left as the test's own.
+    pub nofile: (Option<u64>, Option<u64>),
 }
 
 impl Default for BrokerConfig {
@@ -71,7 +71,7 @@ impl Default for BrokerConfig {
             cores: 2,
             mqtt: Vec::new(),
             tail: String::new(),
-            soft_nofile: None,
+            nofile: (None, None),
         }
     }
 }
@@ -98,7 +98,13 @@ impl BrokerConfig {
 
     /// Starts the broker with this soft descriptor limit.
     pub fn soft_nofile(mut self, limit: u64) -> Self {
-        self.soft_nofile = Some(limit);
+        self.nofile.0 = Some(limit);
+        self
+    }
+
+    /// Starts the broker with this soft and hard descriptor limit.
+    pub fn nofile(mut self, limit: u64) -> Self {
+        self.nofile = (Some(limit), Some(limit));
         self
     }
 
@@ -108,8 +114,9 @@ impl BrokerConfig {
     }
 }
 
-/// Makes `command` start with a soft `RLIMIT_NOFILE` of `soft`.
-fn lower_soft_nofile(command: &mut Command, soft: u64) {
+/// Makes `command` start with a lower `RLIMIT_NOFILE`: (soft, hard),
+/// `None` leaving that one as it is.
+fn lower_nofile(command: &mut Command, (soft, hard): (Option<u64>, Option<u64>)) {
     use std::os::unix::process::CommandExt;
     let hook = move || {
         let mut limit = libc::rlimit {
@@ -123,7 +130,8 @@ fn lower_soft_nofile(command: &mut Command, soft: u64) {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            limit.rlim_cur = soft.min(limit.rlim_max);
+            limit.rlim_max = hard.map_or(limit.rlim_max, |h| h.min(limit.rlim_max));
+            limit.rlim_cur = soft.map_or(limit.rlim_cur, |s| s.min(limit.rlim_max));
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -178,8 +186,8 @@ impl Broker {
             let log_path = dir.0.join("broker.log");
             let log = std::fs::File::create(&log_path).expect("create log");
             let mut command = Command::new(env!("CARGO_BIN_EXE_robust-server"));
-            if let Some(soft) = config.soft_nofile {
-                lower_soft_nofile(&mut command, soft);
+            if config.nofile != (None, None) {
+                lower_nofile(&mut command, config.nofile);
             }
             let mut child = command
                 .args(["--roles", "mqtt", "--config"])
